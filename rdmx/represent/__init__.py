@@ -1,0 +1,1 @@
+"""Representation axis: encoders, the battery, balancers."""

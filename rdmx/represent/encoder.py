@@ -1,0 +1,120 @@
+"""The encoder interface: a fully specified, frozen feature extractor.
+
+An encoder receives images in [0, 1] of any size, resizes and normalises them differentiably
+to its spec, and returns ``(B, dim)`` float32 features. Its parameters are frozen; gradients
+reach the input only. Everything that changes its features is in ``spec`` and so in its
+fingerprint.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from rdmx.fingerprint import fingerprint
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HALF_MEAN = (0.5, 0.5, 0.5)
+HALF_STD = (0.5, 0.5, 0.5)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Everything that determines an encoder's features."""
+
+    name: str
+    family: str  # e.g. "timm", "open_clip", "transformers", "diffusers", "builtin"
+    checkpoint: str  # e.g. "convnextv2_base.fcmae_ft_in22k_in1k", or a path
+    dim: int
+    resolution: int
+    weights: str = "pretrained"  # "pretrained" | "random" | a local path
+    revision: str = ""  # checkpoint revision or file hash where known
+    resize: str = "bicubic"  # bicubic | bilinear | nearest | none
+    antialias: bool = True
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    pooling: str = "cls"
+    dtype: str = "bfloat16"  # compute dtype under autocast; "float32" disables autocast
+    channels_last: bool = False
+    preset_version: str = "1"
+    seed: int | None = None  # random-weight init seed (weights="random")
+    extra: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
+
+    def fingerprint(self) -> str:
+        return fingerprint({"kind": "encoder", **asdict(self)})
+
+    def with_(self, **changes: Any) -> EncoderSpec:
+        return replace(self, **changes)
+
+
+def resize_and_normalise(x: torch.Tensor, spec: EncoderSpec) -> torch.Tensor:
+    """Differentiable resize to ``spec.resolution`` and (x - mean) / std; x in [0, 1]."""
+    if x.shape[1] == 1 and len(spec.mean) == 3:
+        x = x.expand(-1, 3, -1, -1)
+    if spec.resize != "none" and tuple(x.shape[-2:]) != (spec.resolution, spec.resolution):
+        kw: dict[str, Any] = {}
+        if spec.resize in ("bicubic", "bilinear"):
+            kw = {"align_corners": False, "antialias": spec.antialias}
+        x = F.interpolate(x, size=(spec.resolution, spec.resolution), mode=spec.resize, **kw)
+    mean = torch.as_tensor(spec.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std = torch.as_tensor(spec.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+class Encoder(torch.nn.Module, abc.ABC):
+    """Base class. Subclasses implement ``features(x_normalised) -> (B, dim)``."""
+
+    spec: EncoderSpec
+
+    def __init__(self, spec: EncoderSpec):
+        super().__init__()
+        self.spec = spec
+
+    @property
+    def fingerprint(self) -> str:
+        return self.spec.fingerprint()
+
+    @property
+    def dim(self) -> int:
+        return self.spec.dim
+
+    def freeze(self) -> Encoder:
+        """Eval mode, no parameter gradients, channels-last where the spec says."""
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+        if self.spec.channels_last:
+            self.to(memory_format=torch.channels_last)
+        return self
+
+    def train(self, mode: bool = True) -> Encoder:  # encoders stay in eval mode
+        return super().train(False)
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        return resize_and_normalise(x, self.spec)
+
+    @abc.abstractmethod
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Features of a resized, normalised batch: ``(B, dim)`` (or anything reshaped to it)."""
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.spec.dtype == "float32":
+            return torch.autocast(device.type, enabled=False)
+        dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[self.spec.dtype]
+        return torch.autocast(device.type, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.preprocess(x.float())
+        if self.spec.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self.autocast(x.device):
+            f = self.features(x)
+        return f.float().reshape(f.shape[0], -1)
