@@ -21,7 +21,6 @@ from rdmx.hookspecs import KINDS, PROJECT, RdmxSpec
 from rdmx.registry import Entry, Registry, make_register
 
 ENTRY_POINT_GROUP = "rdmx"
-BUILTIN_MODULES = ("rdmx.builtin.plugin",)
 
 
 @dataclass
@@ -65,8 +64,9 @@ class Plugins:
 
     # -- loading -----------------------------------------------------------------------
     def load(self) -> Plugins:
-        for module in BUILTIN_MODULES:
-            self._load_one(PluginInfo("builtin", "rdmx", __version__, module), lambda m=module: importlib.import_module(m))
+        builtin = importlib.import_module("rdmx.builtin.plugin")
+        for name, cls in builtin.BUILTINS.items():
+            self._load_one(PluginInfo(name, "rdmx", __version__, f"rdmx.builtin.plugin:{cls.__name__}"), cls)
         for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             dist = ep.dist.name if ep.dist is not None else "?"
             version = ep.dist.version if ep.dist is not None else "?"
@@ -111,7 +111,7 @@ class Plugins:
             return
         for kind, entries in staged.items():
             for entry in entries:
-                entry.plugin = info.distribution if info.name != "builtin" else "rdmx (builtin)"
+                entry.plugin = info.name if info.name.startswith("builtin.") else info.distribution
                 self._add(info, entry)
             info.components[kind] = [e.name for e in entries]
 

@@ -1,6 +1,7 @@
-"""The builtin plugin: registers rdmx's own components through the public hooks.
+"""rdmx's own components, registered through the public hooks exactly like third-party plugins.
 
-Only torch-free modules are imported here (config models and names); factories are
+Each area is its own plugin object so that one failing area cannot hide the others. Only
+torch-free modules are imported here (config models and names); factories are
 ``"module:attr"`` strings imported when a component is built.
 """
 
@@ -9,45 +10,63 @@ from __future__ import annotations
 from rdmx.hookspecs import hookimpl
 
 
-@hookimpl
-def rdmx_register_encoders(register):
-    from rdmx.builtin.registrations import register_encoders
+class Toys:
+    """Toy data (digits, spiral), small generators, toy encoders, the spiral metric."""
 
-    register_encoders(register)
+    @hookimpl
+    def rdmx_register_datasets(self, register):
+        from rdmx.builtin.registrations import register_datasets
 
+        register_datasets(register)
 
-@hookimpl
-def rdmx_register_estimators(register):
-    from rdmx.compare.plugin import register_estimators
+    @hookimpl
+    def rdmx_register_generators(self, register):
+        from rdmx.builtin.registrations import register_generators
 
-    register_estimators(register)
+        register_generators(register)
 
+    @hookimpl
+    def rdmx_register_encoders(self, register):
+        from rdmx.builtin.registrations import register_encoders
 
-@hookimpl
-def rdmx_register_balancers(register):
-    from rdmx.represent.balancer_plugin import register_balancers
+        register_encoders(register)
 
-    register_balancers(register)
+    @hookimpl
+    def rdmx_register_metrics(self, register):
+        from rdmx.builtin.registrations import register_metrics
 
-
-@hookimpl
-def rdmx_register_generators(register):
-    from rdmx.builtin.registrations import register_generators
-
-    register_generators(register)
-
-
-@hookimpl
-def rdmx_register_datasets(register):
-    from rdmx.builtin.registrations import register_datasets
-
-    register_datasets(register)
+        register_metrics(register)
 
 
-@hookimpl
-def rdmx_register_metrics(register):
-    from rdmx.builtin.registrations import register_metrics
-    from rdmx.evaluate.plugin import register_metrics as register_eval_metrics
+class Estimators:
+    """The comparison axis: mmd-nystrom, mmd-exact, mmd-rff, fd, sw, drifting."""
 
-    register_metrics(register)
-    register_eval_metrics(register)
+    @hookimpl
+    def rdmx_register_estimators(self, register):
+        from rdmx.compare.plugin import register_estimators
+
+        register_estimators(register)
+
+
+class Balancers:
+    """uniform, fixed, and the paper's proportional Lagrangian controller."""
+
+    @hookimpl
+    def rdmx_register_balancers(self, register):
+        from rdmx.represent.balancer_plugin import register_balancers
+
+        register_balancers(register)
+
+
+class Metrics:
+    """Off-objective evaluation metrics (SW_r, MMDr, FD)."""
+
+    @hookimpl
+    def rdmx_register_metrics(self, register):
+        from rdmx.evaluate.plugin import register_metrics
+
+        register_metrics(register)
+
+
+BUILTINS = {"builtin.toys": Toys, "builtin.estimators": Estimators, "builtin.balancers": Balancers,
+            "builtin.metrics": Metrics}

@@ -1,0 +1,89 @@
+"""Running recipes: one run, or a sweep (a parent run with one child per cell)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rdmx.plugins import get_plugins
+from rdmx.recipe import ResolvedRecipe, sweep_cells
+from rdmx.track.base import Tracker, make_tracker
+
+
+def default_out_dir(resolved: ResolvedRecipe) -> Path:
+    return Path("runs") / f"{resolved.recipe.name}-{resolved.fingerprint[:8]}"
+
+
+def plugin_versions() -> dict[str, str]:
+    return {f"{i.distribution}:{i.name}": f"{i.version} ({i.status})" for i in get_plugins().infos}
+
+
+def _log_common_artifacts(tracker: Tracker, resolved: ResolvedRecipe, out: Path) -> None:
+    from rdmx.train.loop import write_json_atomic
+
+    write_json_atomic(out / "recipe.resolved.json", resolved.to_dict())
+    write_json_atomic(out / "plugins.json", plugin_versions())
+    tracker.log_artifact(out / "recipe.resolved.json")
+    tracker.log_artifact(out / "plugins.json")
+
+
+def run_one(resolved: ResolvedRecipe, out: Path, tracker: Tracker, progress: bool = True,
+            nested: bool = False, resume: bool = True) -> dict[str, Any]:
+    from rdmx.train.loop import Trainer
+
+    out.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(resolved, out, tracker=tracker, progress=progress)
+    run_id = None
+    ckpt = out / "checkpoints" / "last.pt"
+    if resume and ckpt.is_file():
+        from rdmx.train.checkpoint import load_checkpoint
+
+        run_id = load_checkpoint(ckpt, resolved.fingerprint).get("run_id")
+    name = resolved.recipe.tracking.run_name or f"{resolved.recipe.name}-{resolved.fingerprint[:8]}"
+    tracker.start(name, resolved.to_dict(), tags={"rdmx.fingerprint": resolved.fingerprint}, run_id=run_id,
+                  nested=nested)
+    status = "FAILED"
+    try:
+        _log_common_artifacts(tracker, resolved, out)
+        summary = trainer.run(resume=resume)
+        summary["run_id"] = tracker.run_id
+        status = "FINISHED"
+        return summary
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.end(status)
+
+
+def run_recipe(resolved: ResolvedRecipe, out: Path | None = None, progress: bool = True,
+               resume: bool = True) -> dict[str, Any]:
+    """Run a recipe (or its sweep); writes ``summary.json`` in ``out``."""
+    from rdmx.train.loop import write_json_atomic
+
+    out = Path(out) if out else default_out_dir(resolved)
+    tracker = make_tracker(resolved.recipe.tracking)
+    if not resolved.recipe.sweep:
+        summary = run_one(resolved, out, tracker, progress=progress, resume=resume)
+    else:
+        cells = sweep_cells(resolved)
+        parent = tracker.start(f"{resolved.recipe.name}-sweep-{resolved.fingerprint[:8]}", {"sweep": json.dumps(resolved.recipe.sweep)},
+                               tags={"rdmx.fingerprint": resolved.fingerprint, "rdmx.sweep": "parent"})
+        results = []
+        status = "FAILED"
+        try:
+            _log_common_artifacts(tracker, resolved, out)
+            for i, (values, cell) in enumerate(cells):
+                cell_out = out / f"cell-{i:03d}"
+                s = run_one(cell, cell_out, tracker, progress=progress, nested=True, resume=resume)
+                results.append({"cell": i, "values": values, **s})
+            status = "FINISHED"
+        finally:
+            summary = {"recipe": resolved.recipe.name, "fingerprint": resolved.fingerprint, "run_id": parent,
+                       "sweep": resolved.recipe.sweep, "cells": results}
+            write_json_atomic(out / "summary.json", summary)
+            tracker.end(status)
+        resolved._sweep_results = results  # noqa: SLF001 - for figure makers
+    write_json_atomic(out / "summary.json", summary)
+    return summary

@@ -1,0 +1,71 @@
+"""Tracker interface and the null tracker."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}, "l": [{"x": 2}]}`` → ``{"a.b": 1, "l[0].x": 2}``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key))
+        elif isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v):
+            for i, x in enumerate(v):
+                out.update(flatten(x, f"{key}[{i}]"))
+        else:
+            out[key] = v
+    return out
+
+
+class Tracker(abc.ABC):
+    """Where a run's parameters, metrics and artifacts go."""
+
+    run_id: str | None = None
+
+    @abc.abstractmethod
+    def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str] | None = None,
+              run_id: str | None = None, nested: bool = False) -> str | None:
+        """Start (or resume ``run_id``) a run; returns its id."""
+
+    @abc.abstractmethod
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Log scalar metrics at ``step``."""
+
+    @abc.abstractmethod
+    def log_artifact(self, path: str | Path, subdir: str | None = None) -> None:
+        """Attach a file to the run."""
+
+    @abc.abstractmethod
+    def end(self, status: str = "FINISHED") -> None:
+        """Close the run."""
+
+
+class NullTracker(Tracker):
+    """Tracking switched off (``[tracking] backend = "none"``)."""
+
+    def start(self, run_name, params, tags=None, run_id=None, nested=False):
+        return None
+
+    def log_metrics(self, metrics, step):
+        return None
+
+    def log_artifact(self, path, subdir=None):
+        return None
+
+    def end(self, status="FINISHED"):
+        return None
+
+
+def make_tracker(config) -> Tracker:
+    """The tracker a recipe's ``[tracking]`` block asks for."""
+    if config.backend == "none":
+        return NullTracker()
+    from rdmx.track.mlflow_tracker import MlflowTracker
+
+    return MlflowTracker(config)

@@ -1,0 +1,75 @@
+"""MLflow tracking through its default local store (or the recipe's / MLFLOW_TRACKING_URI)."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from rdmx.errors import RdmxError
+from rdmx.track.base import Tracker, flatten
+
+MAX_PARAM_VALUE = 6000  # MLflow's limit on a parameter value
+MAX_PARAM_KEY = 250
+
+
+def tracking_uri(config_uri: str | None) -> str:
+    """Recipe's uri, else $MLFLOW_TRACKING_URI, else MLflow's local default (sqlite:///mlflow.db)."""
+    if config_uri:
+        return config_uri
+    return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+
+
+def param_items(params: Mapping[str, Any]) -> dict[str, str]:
+    """Flattened parameters; over-long values are cut with a marker (the full recipe is an artifact)."""
+    out = {}
+    for k, v in flatten(params).items():
+        s = str(v)
+        if len(s) > MAX_PARAM_VALUE:
+            s = s[: MAX_PARAM_VALUE - 40] + f"...[truncated, {len(s)} chars]"
+        out[k[:MAX_PARAM_KEY]] = s
+    return out
+
+
+class MlflowTracker(Tracker):
+    def __init__(self, config):
+        import mlflow
+
+        self.mlflow = mlflow
+        self.uri = tracking_uri(config.uri)
+        self.experiment = config.experiment
+        self._client = None
+        self._active: list[str] = []
+
+    def start(self, run_name, params, tags=None, run_id=None, nested=False):
+        mlflow = self.mlflow
+        try:
+            mlflow.set_tracking_uri(self.uri)
+            mlflow.set_experiment(self.experiment)
+            run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, nested=nested,
+                                   tags=dict(tags or {}))
+        except Exception as exc:  # noqa: BLE001
+            raise RdmxError(f"MLflow tracking at {self.uri!r} failed to start a run: {exc}") from exc
+        self.run_id = run.info.run_id
+        self._active.append(self.run_id)
+        if params and run_id is None:
+            items = list(param_items(params).items())
+            for i in range(0, len(items), 100):
+                mlflow.log_params(dict(items[i : i + 100]))
+        return self.run_id
+
+    def log_metrics(self, metrics, step):
+        clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+        if clean:
+            self.mlflow.log_metrics(clean, step=step)
+
+    def log_artifact(self, path: str | Path, subdir: str | None = None):
+        self.mlflow.log_artifact(str(path), artifact_path=subdir)
+
+    def end(self, status="FINISHED"):
+        if self._active:
+            self.mlflow.end_run(status=status)
+            self._active.pop()
+            self.run_id = self._active[-1] if self._active else None

@@ -1,0 +1,267 @@
+"""The training loop (one process, CPU or one GPU): gradient-cached steps, balancing,
+evaluation at step 0 and every K steps, sample grids, atomic checkpoints, tracking."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rdmx import __version__
+from rdmx.errors import RdmxError
+from rdmx.recipe import ResolvedRecipe
+from rdmx.samples import save_grid
+from rdmx.track.base import NullTracker, Tracker
+from rdmx.train.build import Components, build_components
+from rdmx.train.checkpoint import load_checkpoint, save_checkpoint
+from rdmx.train.gradcache import cached_backward
+from rdmx.train.objective import make_loss_fn
+
+
+def step_generator(seed: int, step: int, salt: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator seeded by (seed, step, salt): fresh noise every step, identical on resume."""
+    g = torch.Generator(device=device)
+    g.manual_seed((seed * 1_000_003 + step * 7_919 + salt) % (2**63 - 1))
+    return g
+
+
+@dataclass
+class RunState:
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    evals: dict[int, dict[str, float]] = field(default_factory=dict)
+
+
+class Trainer:
+    """Runs one resolved recipe end to end."""
+
+    def __init__(self, resolved: ResolvedRecipe, out_dir: str | Path, tracker: Tracker | None = None,
+                 progress: bool = True, components: Components | None = None):
+        self.resolved = resolved
+        self.recipe = resolved.recipe
+        self.out = Path(out_dir)
+        self.tracker = tracker or NullTracker()
+        self.progress = progress
+        self.c = components or build_components(resolved)
+        self.refs: dict[str, Any] = {}
+        self.state = RunState()
+
+    # -- set-up ----------------------------------------------------------------------------
+    def prepare_references(self) -> None:
+        """Per-encoder frozen references, floors and evaluation banks (cached by fingerprint)."""
+        from rdmx.reference.build import build_references
+
+        r = self.recipe
+        self.refs = build_references(
+            self.c.data, self.c.encoders, self.c.estimator.request(),
+            cache_dir=r.reference.cache_dir, joint=getattr(self.c.estimator, "joint", None),
+            estimator=self.c.estimator, train_names=self.c.train_names,
+            floors=(r.reference.floor_draws, r.reference.floor_rows), eval_rows=r.eval.n,
+            seed=r.seed, device=self.c.device, progress=self.progress,
+        )
+        floors = {k: self.refs[k].floor for k in self.c.train_names}
+        if hasattr(self.c.balancer, "set_floors"):
+            self.c.balancer.set_floors(floors)
+
+    # -- pieces of a step ------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        t = self.recipe.train
+        if t.lr_schedule == "constant" or t.steps <= 1:
+            return t.lr
+        return t.lr_min + 0.5 * (t.lr - t.lr_min) * (1 + math.cos(math.pi * step / max(t.steps - 1, 1)))
+
+    @torch.no_grad()
+    def generate(self, n: int, seed: int, chunk: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``n`` samples from fixed noise (the same for every checkpoint with the same seed)."""
+        gen = self.c.generator
+        g = torch.Generator().manual_seed(seed)
+        noise = gen.sample_noise(n, g, self.c.device)
+        cond = gen.sample_conditions(n, g, self.c.device)
+        chunk = chunk or self.recipe.train.micro_batch or self.recipe.train.batch
+        was = gen.training
+        gen.eval()
+        outs = [gen(noise[s : s + chunk], None if cond is None else cond[s : s + chunk]) for s in range(0, n, chunk)]
+        gen.train(was)
+        return torch.cat(outs), cond
+
+    @torch.no_grad()
+    def evaluate(self, step: int) -> dict[str, float]:
+        """Off-objective evaluation of the current generator (SW_r per encoder and means)."""
+        from rdmx.evaluate.base import EvalContext
+        from rdmx.evaluate.suite import evaluate_features
+
+        e = self.recipe.eval
+        n = min(e.n, *(len(self.refs[k].val_bank) for k in self.c.encoders))
+        samples, cond = self.generate(n, seed=e.seed + 12345)
+        chunk = self.recipe.train.micro_batch or self.recipe.train.batch
+        gen_feats = {
+            k: torch.cat([enc(samples[s : s + chunk]) for s in range(0, n, chunk)]).cpu()
+            for k, enc in self.c.encoders.items()
+        }
+        result = evaluate_features(
+            gen_feats,
+            {k: self.refs[k].train_bank for k in self.c.encoders},
+            {k: self.refs[k].val_bank for k in self.c.encoders},
+            self.c.roles, n=n, directions=e.directions, seed=e.seed,
+        )
+        metrics = {f"eval/{k}": v for k, v in result.scalars().items()}
+        if self.c.metrics:
+            ctx = EvalContext(
+                encoders={k: (gen_feats[k], self.refs[k].train_bank, self.refs[k].val_bank, self.c.roles[k])
+                          for k in self.c.encoders},
+                samples=samples.cpu(), labels=None if cond is None else cond.cpu(), data=self.c.data,
+            )
+            for metric in self.c.metrics:
+                metrics.update({f"eval/{k}": float(v) for k, v in metric(ctx).items()})
+        self.state.evals[step] = metrics
+        self.tracker.log_metrics(metrics, step)
+        return metrics
+
+    def save_samples(self, step: int) -> Path | None:
+        if not self.c.info.is_image:
+            return None
+        info = self.c.info
+        k = max(info.num_classes, 1)
+        cols = 8
+        gen = self.c.generator
+        g = torch.Generator().manual_seed(self.recipe.seed + 777)
+        noise = gen.sample_noise(k * cols, g, self.c.device)
+        cond = (torch.arange(k, device=self.c.device).repeat_interleave(cols) if info.num_classes else None)
+        with torch.no_grad():
+            imgs = gen(noise, cond)
+        labels = ([info.class_names[i] for i in cond.tolist()] if cond is not None else None)
+        path = save_grid(imgs, self.out / "samples" / f"step-{step:06d}.png", labels=labels, columns=cols,
+                         scale=max(1, 64 // imgs.shape[-1]), title=f"{self.recipe.name} step {step}")
+        self.tracker.log_artifact(path, "samples")
+        return path
+
+    def checkpoint(self, step: int) -> Path:
+        path = self.out / "checkpoints" / "last.pt"
+        save_checkpoint(path, step=step, generator=self.c.generator, optimizer=self.optimizer,
+                        balancer=self.c.balancer, fingerprint=self.resolved.fingerprint,
+                        run_id=self.tracker.run_id, extra={"history_tail": self.state.history[-5:]})
+        return path
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self, resume: bool = True) -> dict[str, Any]:
+        r, t = self.recipe, self.recipe.train
+        t0 = time.perf_counter()
+        self.out.mkdir(parents=True, exist_ok=True)
+        gen = self.c.generator
+        params = [p for p in gen.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+        start = 0
+        ckpt_path = self.out / "checkpoints" / "last.pt"
+        if resume and ckpt_path.is_file():
+            ckpt = load_checkpoint(ckpt_path, self.resolved.fingerprint)
+            gen.load_state_dict(ckpt["generator"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            if ckpt["balancer"] is not None:
+                self.c.balancer.load_state_dict(ckpt["balancer"])
+            torch.set_rng_state(ckpt["torch_rng"])
+            start = int(ckpt["step"])
+        self.prepare_references()
+        micro = t.micro_batch or t.batch
+        accumulation = t.batch // micro
+        grad_scale = 1.0 / accumulation if t.loss_scale == "accumulation" else 1.0
+        train_encoders = {k: self.c.encoders[k] for k in self.c.train_names}
+        est_device = self.c.device
+        current: dict[str, Any] = {"gen": None}
+        refs = {k: self.refs[k].reference for k in self.c.train_names}
+        loss_fn = make_loss_fn(self.c.estimator, refs, self.c.balancer.weights, lambda: current["gen"])
+        if start == 0:
+            self.evaluate(0)
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=t.steps, initial=start, desc=r.name, unit="step", dynamic_ncols=True)
+        skipped = 0
+        for step in range(start, t.steps):
+            ts = time.perf_counter()
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr_at(step)
+            g = step_generator(r.seed, step, 0)
+            noise = gen.sample_noise(t.batch, g, self.c.device)
+            cond = gen.sample_conditions(t.batch, g, self.c.device)
+            current["gen"] = step_generator(r.seed, step, 1, est_device)
+            self.optimizer.zero_grad(set_to_none=True)
+            res = cached_backward(gen, train_encoders, noise, cond, loss_fn, micro, grad_scale=grad_scale)
+            loss = float(res.loss)
+            finite = math.isfinite(loss) and all(p.grad is None or torch.isfinite(p.grad).all() for p in params)
+            if not finite:
+                skipped += 1
+                self.optimizer.zero_grad(set_to_none=True)
+                gnorm = float("nan")
+            else:
+                gnorm = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip > 0 else float("inf")))
+                self.optimizer.step()
+            raws = {k: float(v) for k, v in res.raws.items()}
+            weights_used = dict(self.c.balancer.weights)
+            if finite:
+                self.c.balancer.update(raws)
+            dt = time.perf_counter() - ts
+            row = {"loss": loss, "grad_norm": gnorm, "images_per_s": t.batch / dt, "lr": self.lr_at(step),
+                   "skipped_steps": skipped}
+            row.update({f"raw/{k}": v for k, v in raws.items()})
+            row.update({f"weight/{k}": float(v) for k, v in weights_used.items()})
+            self.state.history.append(row)
+            done = step + 1
+            if done % t.log_every == 0 or done == t.steps:
+                self.tracker.log_metrics(row, done)
+            if r.eval.every and done % r.eval.every == 0 and done != t.steps:
+                self.evaluate(done)
+            if t.sample_every and done % t.sample_every == 0:
+                self.save_samples(done)
+            if t.checkpoint_every and done % t.checkpoint_every == 0:
+                self.checkpoint(done)
+            if bar is not None:
+                last = self.state.evals[max(self.state.evals)] if self.state.evals else {}
+                post = {"loss": f"{loss:.3g}"}
+                if "eval/sw_r_heldout" in last:
+                    post["heldout SW_r"] = f"{last['eval/sw_r_heldout']:.2f}"
+                bar.set_postfix(post)
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        final = self.evaluate(t.steps)
+        grid = self.save_samples(t.steps)
+        ckpt = self.checkpoint(t.steps)
+        wall = time.perf_counter() - t0
+        first_eval = self.state.evals.get(0, {})
+        return {
+            "recipe": r.name,
+            "fingerprint": self.resolved.fingerprint,
+            "run_id": self.tracker.run_id,
+            "rdmx_version": __version__,
+            "steps": t.steps,
+            "batch": t.batch,
+            "micro_batch": micro,
+            "skipped_steps": skipped,
+            "wall_time_s": round(wall, 2),
+            "initial": first_eval,
+            "final": final,
+            "final_loss": self.state.history[-1]["loss"] if self.state.history else None,
+            "sample_grid": str(grid) if grid else None,
+            "checkpoint": str(ckpt),
+        }
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
