@@ -1,0 +1,288 @@
+"""Resumable, sharded feature extraction of a dataset through a set of frozen encoders.
+
+Layout, one directory per (encoder, data, split)::
+
+    <cache>/features/<encoder_fp>-<data_fp>-<split>/
+        manifest.json             rows, dim, shard_rows, shards, complete
+        shard-00000.safetensors   "features" (n, dim) float32, "labels" (n,) long
+
+Shard ``s`` always holds dataset rows ``[s * shard_rows, (s + 1) * shard_rows)``, computed in
+batches that start at the shard's first row, so a shard's bytes do not depend on which process
+computed it or when. Each shard is written to a temporary file and moved into place with
+``os.replace``: a shard file that exists is complete. A killed extraction therefore resumes by
+skipping the shards already present. Under ``torch.distributed`` the shards are dealt
+round-robin to the ranks; rank 0 writes the manifests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from rdmx.errors import RdmxError
+
+FORMAT = "rdmx-features/1"
+MANIFEST = "manifest.json"
+DEFAULT_SHARD_ROWS = 4096
+
+
+def feature_dir(cache_dir: str | Path, encoder_fp: str, data_fp: str, split: str) -> Path:
+    return Path(cache_dir) / "features" / f"{encoder_fp}-{data_fp}-{split}"
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.safetensors"
+
+
+def _temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    tmp = _temp_path(path)
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """safetensors to a temporary file, flushed to disk, then moved into place."""
+    tmp = _temp_path(path)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def dist_rank_world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) unless torch.distributed is initialised."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _barrier() -> None:
+    if dist_rank_world()[1] > 1:
+        torch.distributed.barrier()
+
+
+@dataclass
+class FeatureSet:
+    """A directory of extracted features, read shard by shard."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def open(cls, path: str | Path, *, require_complete: bool = True) -> FeatureSet:
+        path = Path(path)
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except FileNotFoundError:
+            raise RdmxError(f"no extracted features at {path} (missing {MANIFEST})") from None
+        if manifest.get("format") != FORMAT:
+            raise RdmxError(f"{path}: unknown feature format {manifest.get('format')!r}")
+        fs = cls(path, manifest)
+        if require_complete and not manifest.get("complete"):
+            done = sum(p.exists() for p in fs.shard_paths)
+            raise RdmxError(
+                f"features at {path} are incomplete ({done} of {fs.num_shards} shards); "
+                "rerun the extraction (`rdmx reference build`) to finish them"
+            )
+        return fs
+
+    @property
+    def rows(self) -> int:
+        return int(self.manifest["rows"])
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    @property
+    def shard_rows(self) -> int:
+        return int(self.manifest["shard_rows"])
+
+    @property
+    def num_shards(self) -> int:
+        return int(self.manifest["shards"])
+
+    @property
+    def shard_paths(self) -> list[Path]:
+        return [self.path / shard_name(i) for i in range(self.num_shards)]
+
+    def shard(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        data = load_file(str(self.path / shard_name(index)))
+        return data["features"], data["labels"]
+
+    def chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(features, labels) one shard at a time, in row order."""
+        for i in range(self.num_shards):
+            yield self.shard(i)
+
+    def take(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The given rows in the given order, reading only the shards that hold them."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.rows):
+            raise IndexError(f"row index out of range for {self.rows} rows")
+        feats = torch.empty(len(idx), self.dim, dtype=torch.float32)
+        labels = torch.empty(len(idx), dtype=torch.long)
+        which = idx // self.shard_rows
+        for s in np.unique(which):
+            pos = np.nonzero(which == s)[0]
+            f, lab = self.shard(int(s))
+            local = torch.from_numpy(idx[pos] - s * self.shard_rows)
+            feats[torch.from_numpy(pos)] = f[local]
+            labels[torch.from_numpy(pos)] = lab[local]
+        return feats, labels
+
+    def load_all(self) -> tuple[torch.Tensor, torch.Tensor]:
+        feats, labels = zip(*self.chunks())
+        return torch.cat(feats), torch.cat(labels)
+
+
+def iter_feature_chunks(path: str | Path) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(features (B, d) float32, labels (B,) long) read shard by shard from a complete directory."""
+    return FeatureSet.open(path).chunks()
+
+
+def _encoder_device(encoder: torch.nn.Module) -> torch.device:
+    for t in list(encoder.parameters()) + list(encoder.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _prepare(directory: Path, base: dict[str, Any]) -> dict[str, Any]:
+    """Create or reuse the manifest (rank 0); an existing one fixes the shard size."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / MANIFEST
+    if path.exists():
+        manifest = json.loads(path.read_text())
+        if manifest.get("rows") != base["rows"] or manifest.get("dim") != base["dim"]:
+            raise RdmxError(
+                f"{directory} holds {manifest.get('rows')} rows of dim {manifest.get('dim')}, but this "
+                f"extraction has {base['rows']} rows of dim {base['dim']}; the data or encoder changed "
+                "without changing its fingerprint — delete the directory"
+            )
+        return manifest
+    manifest = {**base, "complete": False}
+    atomic_write_json(path, manifest)
+    return manifest
+
+
+def extract_features(
+    encoders: Mapping[str, torch.nn.Module],
+    dataset: torch.utils.data.Dataset,
+    *,
+    cache_dir: str | Path,
+    data_fingerprint: str,
+    split: str,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = True,
+    on_shard: Callable[[int], None] | None = None,
+) -> dict[str, Path]:
+    """Extract (or finish extracting) every encoder's features of ``dataset``; name -> directory.
+
+    ``encoders`` map names to rdmx Encoders (each with ``.fingerprint`` and ``.dim``); images
+    go to each encoder's own device. ``on_shard(index)`` is called after a shard is stored for
+    every encoder. Returns immediately when every directory is already complete.
+    """
+    rank, world = dist_rank_world()
+    n = len(dataset)
+    if n == 0:
+        raise RdmxError(f"the {split} split is empty: nothing to extract")
+    dirs = {name: feature_dir(cache_dir, enc.fingerprint, data_fingerprint, split) for name, enc in encoders.items()}
+    unique = {dirs[name]: enc for name, enc in encoders.items()}  # one pass per fingerprint
+
+    def complete(d: Path) -> bool:
+        try:
+            return bool(json.loads((d / MANIFEST).read_text()).get("complete"))
+        except FileNotFoundError:
+            return False
+
+    todo = {d: enc for d, enc in unique.items() if not complete(d)}
+    if not todo:
+        return dirs
+    if rank == 0:
+        for d, enc in todo.items():
+            base = {"format": FORMAT, "encoder": enc.fingerprint, "data": data_fingerprint, "split": split,
+                    "rows": n, "dim": int(enc.dim), "shard_rows": int(shard_rows),
+                    "shards": -(-n // shard_rows)}
+            _prepare(d, base)
+            for stale in d.glob(".shard-*.tmp-*"):
+                stale.unlink(missing_ok=True)
+    _barrier()
+    manifests = {d: json.loads((d / MANIFEST).read_text()) for d in todo}
+    rows_per = {m["shard_rows"] for m in manifests.values()}
+    if len(rows_per) != 1:  # directories started earlier with different shard sizes: go one by one
+        for d, enc in todo.items():
+            name = next(k for k, v in dirs.items() if v == d)
+            extract_features({name: enc}, dataset, cache_dir=cache_dir, data_fingerprint=data_fingerprint,
+                             split=split, shard_rows=manifests[d]["shard_rows"], batch_size=batch_size,
+                             num_workers=num_workers, progress=progress, on_shard=on_shard)
+        return dirs
+    shard_rows = rows_per.pop()
+    num_shards = -(-n // shard_rows)
+    missing = {s: [d for d in todo if not (d / shard_name(s)).exists()] for s in range(rank, num_shards, world)}
+    missing = {s: ds for s, ds in missing.items() if ds}
+    _run_shards(todo, dataset, missing, shard_rows, batch_size, num_workers, progress and rank == 0, split, on_shard)
+    _barrier()
+    if rank == 0:
+        for d, manifest in manifests.items():
+            absent = [s for s in range(num_shards) if not (d / shard_name(s)).exists()]
+            if absent:
+                raise RdmxError(f"{d}: shards {absent[:5]} were not written; rerun the extraction")
+            atomic_write_json(d / MANIFEST, {**manifest, "complete": True})
+    _barrier()
+    return dirs
+
+
+def _run_shards(todo, dataset, missing, shard_rows, batch_size, num_workers, progress, split, on_shard) -> None:
+    """Compute the missing shards: batches never cross a shard boundary."""
+    from tqdm.auto import tqdm
+
+    n = len(dataset)
+    plan = []  # (shard, first row, last row, is last batch of shard)
+    for s in sorted(missing):
+        lo, hi = s * shard_rows, min((s + 1) * shard_rows, n)
+        starts = list(range(lo, hi, batch_size))
+        plan.extend((s, a, min(a + batch_size, hi), a == starts[-1]) for a in starts)
+    if not plan:
+        return
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=[list(range(a, b)) for _, a, b, _ in plan],
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+    )
+    bar = tqdm(total=sum(b - a for _, a, b, _ in plan), unit="img", unit_scale=True,
+               desc=f"features[{split}]", disable=not progress, dynamic_ncols=True)
+    parts: dict[Path, list[torch.Tensor]] = {}
+    labels: list[torch.Tensor] = []
+    with bar, torch.inference_mode():
+        for (s, a, b, last), (images, batch_labels) in zip(plan, loader):
+            for d in missing[s]:
+                enc = todo[d]
+                f = enc(images.to(_encoder_device(enc), non_blocking=True))
+                if f.shape != (b - a, enc.dim):
+                    raise RdmxError(f"encoder {enc.fingerprint} returned {tuple(f.shape)}, expected ({b - a}, {enc.dim})")
+                parts.setdefault(d, []).append(f.float().cpu())
+            labels.append(torch.as_tensor(batch_labels, dtype=torch.long).reshape(-1))
+            bar.update(b - a)
+            if last:
+                lab = torch.cat(labels)
+                for d in missing[s]:
+                    meta = {"shard": str(s), "first_row": str(s * shard_rows), "rows": str(len(lab))}
+                    atomic_save_tensors(d / shard_name(s), {"features": torch.cat(parts.pop(d)), "labels": lab}, meta)
+                labels = []
+                if on_shard is not None:
+                    on_shard(s)

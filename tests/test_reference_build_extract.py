@@ -1,0 +1,153 @@
+"""Sharded, resumable, distributed feature extraction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rdmx.data.folder import image_folder
+from rdmx.errors import RdmxError
+from rdmx.reference.extract import FeatureSet, extract_features, feature_dir, iter_feature_chunks
+from rdmx.represent.encoder import Encoder, EncoderSpec
+
+
+class TinyConv(Encoder):
+    """A random conv encoder; counts the images it has encoded."""
+
+    def __init__(self, seed: int, dim: int = 6):
+        super().__init__(EncoderSpec(name=f"tiny{seed}", family="test", checkpoint="tiny-conv", dim=dim,
+                                     resolution=12, weights="random", seed=seed, dtype="float32",
+                                     resize="bilinear"))
+        g = torch.Generator().manual_seed(seed)
+        self.conv = torch.nn.Conv2d(3, 5, 3)
+        self.head = torch.nn.Linear(5, dim)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+        self.rows_seen = 0
+        self.freeze()
+
+    def features(self, x):
+        self.rows_seen += x.shape[0]
+        return self.head(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+def make_folder(root, classes=("b", "a"), per_class=11):
+    rng = np.random.default_rng(0)
+    for c in classes:
+        for i in range(per_class):
+            (root / c).mkdir(parents=True, exist_ok=True)
+            w, h = 14 + i % 5, 12 + i % 3
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / c / f"{i:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return image_folder(make_folder(tmp_path_factory.mktemp("imgs")), size=16, val_count=4)
+
+
+def run(data, cache, encoders, **kw):
+    kw = {"shard_rows": 5, "batch_size": 3, "progress": False, **kw}
+    return extract_features(encoders, data.train, cache_dir=cache, data_fingerprint=data.fingerprint(),
+                            split="train", **kw)
+
+
+def test_shards_hold_the_encoder_features_in_row_order(data, tmp_path):
+    enc = TinyConv(0)
+    dirs = run(data, tmp_path, {"e": enc})
+    assert dirs["e"] == feature_dir(tmp_path, enc.fingerprint, data.fingerprint(), "train")
+    chunks = list(iter_feature_chunks(dirs["e"]))
+    assert [len(f) for f, _ in chunks] == [5, 5, 5, 3]  # 18 train rows, shard by shard
+    images = torch.stack([data.train[i][0] for i in range(len(data.train))])
+    labels = torch.stack([data.train[i][1] for i in range(len(data.train))])
+    with torch.no_grad():
+        direct = enc(images)
+    feats = torch.cat([f for f, _ in chunks])
+    assert feats.dtype == torch.float32 and feats.shape == (18, 6)
+    assert torch.allclose(feats, direct, atol=1e-5, rtol=1e-5)
+    assert torch.equal(torch.cat([lab for _, lab in chunks]), labels)
+    manifest = json.loads((dirs["e"] / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["rows"] == 18 and manifest["encoder"] == enc.fingerprint
+    assert not list(dirs["e"].glob(".*"))  # no temporary files left behind
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_killed_extraction_resumes_to_identical_shards(data, tmp_path):
+    whole = FeatureSet.open(run(data, tmp_path / "a", {"e": TinyConv(1), "f": TinyConv(2, dim=4)})["e"])
+
+    def stop_after_two(shard):
+        if shard == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run(data, tmp_path / "b", {"e": TinyConv(1), "f": TinyConv(2, dim=4)}, on_shard=stop_after_two)
+    partial = feature_dir(tmp_path / "b", TinyConv(1).fingerprint, data.fingerprint(), "train")
+    assert sorted(p.name for p in partial.glob("shard-*")) == ["shard-00000.safetensors", "shard-00001.safetensors"]
+    with pytest.raises(RdmxError, match="incomplete \\(2 of 4 shards\\)"):
+        list(iter_feature_chunks(partial))
+    e, f = TinyConv(1), TinyConv(2, dim=4)
+    dirs = run(data, tmp_path / "b", {"e": e, "f": f})
+    assert e.rows_seen == f.rows_seen == 8  # only shards 2 and 3 were computed
+    resumed = FeatureSet.open(dirs["e"])
+    for (fa, la), (fb, lb) in zip(whole.chunks(), resumed.chunks(), strict=True):
+        assert torch.equal(fa, fb) and torch.equal(la, lb)
+    assert FeatureSet.open(dirs["f"]).dim == 4
+
+
+def test_complete_extraction_is_not_repeated_and_workers_agree(data, tmp_path):
+    enc = TinyConv(3)
+    first = FeatureSet.open(run(data, tmp_path, {"e": enc}, num_workers=2)["e"]).load_all()
+    again = TinyConv(3)
+    run(data, tmp_path, {"e": again})
+    assert again.rows_seen == 0
+    single = FeatureSet.open(run(data, tmp_path / "w0", {"e": TinyConv(3)}, num_workers=0)["e"]).load_all()
+    assert torch.equal(first[0], single[0]) and torch.equal(first[1], single[1])
+
+
+def test_take_gathers_rows_in_requested_order(data, tmp_path):
+    fs = FeatureSet.open(run(data, tmp_path, {"e": TinyConv(4)})["e"])
+    feats, labels = fs.load_all()
+    idx = np.array([17, 0, 5, 4, 11, 5])
+    f, lab = fs.take(idx)
+    assert torch.equal(f, feats[idx]) and torch.equal(lab, labels[idx])
+    with pytest.raises(IndexError):
+        fs.take([18])
+
+
+def _dist_worker(rank, world, init_file, folder, cache):
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        d = image_folder(folder, size=16, val_count=4)
+        enc = TinyConv(5)
+        extract_features({"e": enc}, d.train, cache_dir=cache, data_fingerprint=d.fingerprint(),
+                         split="train", shard_rows=5, batch_size=3, progress=False)
+        (Path(cache) / f"rows-rank{rank}").write_text(str(enc.rows_seen))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_ranks_equal_one_process_bitwise(data, tmp_path):
+    folder = data.train.listing.root
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = FeatureSet.open(run(data, tmp_path / "one", {"e": TinyConv(5)})["e"]).load_all()
+    finally:
+        torch.set_num_threads(threads)
+    torch.multiprocessing.spawn(_dist_worker, args=(2, str(tmp_path / "init"), str(folder), str(tmp_path / "two")),
+                                nprocs=2, join=True)
+    two_dir = feature_dir(tmp_path / "two", TinyConv(5).fingerprint, data.fingerprint(), "train")
+    two = FeatureSet.open(two_dir).load_all()
+    assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
+    # shards dealt round-robin: rank 0 computed shards 0 and 2 (10 rows), rank 1 shards 1 and 3 (8)
+    assert [(tmp_path / "two" / f"rows-rank{r}").read_text() for r in (0, 1)] == ["10", "8"]
