@@ -1,0 +1,38 @@
+"""Entry point of the rdmx-timm plugin: registers the timm presets (torch-free)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from rdmx.hookspecs import hookimpl
+from rdmx.represent.presets import PresetConfig, availability, preset_config
+from rdmx_timm.presets import PRESETS
+
+
+class TimmEncoderConfig(PresetConfig):
+    """A timm preset; ``pooling`` overrides the preset's pooling."""
+
+    pooling: Literal["cls", "mean_patch", "head"] | None = Field(None, description="feature pooling override")
+
+
+@hookimpl
+def rdmx_register_encoders(register):
+    for p in PRESETS.values():
+        register(
+            p.name,
+            "rdmx_timm.encoder:build",
+            config=preset_config(TimmEncoderConfig, p.name),
+            description=p.description,
+            family="timm",
+            checkpoint=p.checkpoint,
+            resolution=p.resolution,
+            dim=p.dim,
+            pooling=p.pooling,
+            weights="pretrained",
+            weights_available=availability([p.source]),
+            weights_sources=(p.source,),
+            role_hint=p.role,
+            modality="image",
+        )

@@ -1,0 +1,178 @@
+"""The timm presets: panel facts, tiny-model contract, real-size dims on meta, weight loading."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import timm
+import torch
+from timm.models import get_pretrained_cfg
+
+from rdmx.errors import RdmxError, WeightsMissingError
+from rdmx.represent.presets import check_encoder_contract
+from rdmx_timm.plugin import rdmx_register_encoders
+
+# The paper panel (shared/reference/panel.md), written out independently of the presets module.
+PANEL = {
+    "convnext": ("convnextv2_base.fcmae_ft_in22k_in1k", 224, 1024, "train"),
+    "mae": ("vit_large_patch16_224.mae", 224, 1024, "train"),
+    "clip": ("vit_large_patch14_clip_224.openai", 256, 1024, "train"),
+    "dinov3": ("vit_large_patch16_dinov3.lvd1689m", 224, 1024, "train"),
+    "pe-core": ("vit_pe_core_large_patch14_336.fb", 224, 1024, "train"),
+    "siglip2": ("vit_so400m_patch16_siglip_256.v2_webli", 224, 1152, "train"),
+    "aimv2": ("aimv2_huge_patch14_224.apple_pt", 224, 1536, "train"),
+    "dinov2": ("vit_large_patch14_dinov2.lvd142m", 256, 1024, "heldout"),
+    "siglip": ("vit_so400m_patch14_siglip_384.webli", 384, 1152, "heldout"),
+}
+POOLING = {"convnext": "head", "mae": "mean_patch", "clip": "cls", "dinov3": "cls", "pe-core": "head",
+           "siglip2": "head", "aimv2": "head", "dinov2": "cls", "siglip": "head"}
+
+
+def _entries():
+    got = {}
+
+    def register(name, factory, config, description="", **meta):
+        got[name] = (factory, config, meta)
+
+    rdmx_register_encoders(register)
+    return got
+
+
+ENTRIES = _entries()
+
+
+def build(name, **cfg):
+    factory, config, _ = ENTRIES[name]
+    from rdmx.registry import Entry
+
+    return Entry("encoders", name, factory, config, "", "rdmx-timm", "0", {}).build(cfg)
+
+
+def test_panel_presets_match_the_paper():
+    for name, (ckpt, res, dim, role) in PANEL.items():
+        meta = ENTRIES[name][2]
+        assert (meta["checkpoint"], meta["resolution"], meta["dim"], meta["role_hint"]) == (ckpt, res, dim, role)
+        assert meta["pooling"] == POOLING[name]
+        assert meta["family"] == "timm" and meta["weights"] == "pretrained"
+
+
+@pytest.mark.parametrize("name", sorted(ENTRIES))
+def test_normalisation_is_the_checkpoints_pretrained_config(name):
+    enc_meta = ENTRIES[name][2]
+    cfg = get_pretrained_cfg(enc_meta["checkpoint"])
+    with torch.device("meta"):
+        enc = build(name, weights="random")
+    assert enc.spec.mean == pytest.approx(cfg.mean) and enc.spec.std == pytest.approx(cfg.std)
+    assert enc.spec.resize == "bicubic" and enc.spec.antialias
+
+
+@pytest.mark.parametrize("name", sorted(ENTRIES))
+def test_real_size_dim_on_meta(name):
+    meta = ENTRIES[name][2]
+    with torch.device("meta"):
+        enc = build(name, weights="random")
+        f = enc.features(enc.preprocess(torch.empty(2, 3, 97, 97)))
+    assert tuple(f.shape) == (2, meta["dim"]) == (2, enc.dim)
+    assert enc.spec.resolution == meta["resolution"]
+    assert enc.spec.dtype == "bfloat16"
+    assert enc.spec.channels_last == name.startswith("convnext")
+
+
+@pytest.mark.parametrize("name", sorted(ENTRIES))
+def test_tiny_contract(name):
+    enc = build(name, weights="random", tiny=True, seed=1)
+    assert enc.spec.weights == "random" and enc.spec.seed == 1
+    check_encoder_contract(enc, batch=3, size=40)
+
+
+def test_seed_controls_random_init():
+    a = build("mae", tiny=True, seed=0)
+    b = build("mae", tiny=True, seed=0)
+    c = build("mae", tiny=True, seed=1)
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(a(x), b(x))
+    assert not torch.allclose(a(x), c(x))
+    assert a.fingerprint == b.fingerprint != c.fingerprint
+
+
+def test_pooling_modes_match_manual_reductions():
+    x = torch.rand(2, 3, 50, 50)
+    enc = build("dinov2", tiny=True, pooling="mean_patch")
+    cls = build("dinov2", tiny=True, pooling="cls")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        tokens = enc.model.forward_features(enc.preprocess(x))
+    assert enc.model.num_prefix_tokens == 1
+    torch.testing.assert_close(enc(x), tokens[:, 1:].float().mean(1), rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(cls(x), tokens[:, 0].float(), rtol=0, atol=0)
+    assert enc.fingerprint != cls.fingerprint
+
+
+def test_resolution_override_reaches_model_and_fingerprint():
+    a = build("siglip2", tiny=True)
+    b = build("siglip2", tiny=True, resolution=112)
+    assert a.spec.resolution == 224 and b.spec.resolution == 112
+    assert b.model.patch_embed.img_size == (112, 112)
+    assert a.fingerprint != b.fingerprint
+    assert b(torch.rand(1, 3, 64, 64)).shape == (1, b.dim)
+
+
+def test_unknown_option_is_rejected():
+    with pytest.raises(Exception, match="extra"):
+        build("mae", tiny=True, depth=3)
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    for var in ("HF_HUB_CACHE",):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return tmp_path
+
+
+def test_missing_pretrained_weights_fail_fast(empty_cache):
+    assert ENTRIES["dinov2"][2]["weights_available"]() is False
+    t = time.perf_counter()
+    with pytest.raises(WeightsMissingError) as err:
+        build("dinov2")
+    assert time.perf_counter() - t < 5
+    msg = str(err.value)
+    assert "dinov2" in msg and "vit_large_patch14_dinov2.lvd142m" in msg and "rdmx weights fetch dinov2" in msg
+
+
+def test_bad_weights_path_is_a_user_error(empty_cache):
+    with pytest.raises(RdmxError, match="neither"):
+        build("mae", weights=str(empty_cache / "nope.safetensors"))
+
+
+def test_pretrained_from_hub_cache_resamples_position_embedding(empty_cache):
+    """A vits14 saved at timm's native 518 px loads at the preset's 224 px from the hub cache layout."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(3)
+    src = timm.create_model("vit_small_patch14_dinov2", pretrained=False, num_classes=0, img_size=518)
+    repo = empty_cache / "hf" / "hub" / "models--timm--vit_small_patch14_dinov2.lvd142m"
+    snap = repo / "snapshots" / "0123abcd"
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(snap / "model.safetensors"))
+    assert ENTRIES["dinov2-vits14"][2]["weights_available"]() is True
+
+    enc = build("dinov2-vits14")
+    assert enc.spec.weights == "pretrained" and enc.spec.revision == "0123abcd" and enc.spec.seed is None
+    torch.testing.assert_close(enc.model.blocks[5].mlp.fc1.weight, src.blocks[5].mlp.fc1.weight, rtol=0, atol=0)
+    assert enc.model.pos_embed.shape[1] == 1 + 16 * 16
+    # the resampled grid is a resize of the source grid: check against an independent float64 resize
+    grid = src.pos_embed[:, 1:].reshape(1, 37, 37, -1).permute(0, 3, 1, 2).double()
+    ref = torch.nn.functional.interpolate(grid, size=(16, 16), mode="bicubic", antialias=True, align_corners=False)
+    ref = ref.permute(0, 2, 3, 1).reshape(1, 256, -1).float()
+    torch.testing.assert_close(enc.model.pos_embed[:, 1:], ref, rtol=1e-4, atol=1e-4)
+
+    by_path = build("dinov2-vits14", weights=str(snap / "model.safetensors"))
+    assert by_path.spec.weights.endswith("model.safetensors") and len(by_path.spec.revision) == 16
+    assert by_path.fingerprint != enc.fingerprint
+    x = torch.rand(1, 3, 32, 32)
+    torch.testing.assert_close(by_path(x), enc(x), rtol=0, atol=0)

@@ -1,0 +1,316 @@
+"""Shared helpers for encoder presets: config base, weight sources, local-cache look-ups.
+
+Torch-free at import: plugin registration modules import this to declare configs and to answer
+"are the weights here?" by looking at the file system only (Hugging Face hub cache, torch hub
+cache, or a plain directory). Loading helpers import torch lazily.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from rdmx.errors import RdmxError, WeightsMissingError
+from rdmx.registry import ComponentConfig
+
+
+class PresetConfig(ComponentConfig):
+    """Options shared by every encoder preset."""
+
+    weights: str = Field("pretrained", description='"pretrained", "random", or a local weights file path')
+    seed: int = Field(0, description="init seed when weights = 'random'")
+    tiny: bool = Field(False, description="a tiny model of the same family (CPU tests); implies random weights")
+    resolution: int | None = Field(None, ge=16, description="input resolution override (changes the fingerprint)")
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_value(cls, v: str) -> str:
+        if not v:
+            raise ValueError('weights must be "pretrained", "random" or a file path')
+        return v
+
+
+# -- cache locations (same rules as huggingface_hub and torch.hub) -------------------------
+def hf_hub_cache() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(base).expanduser() / "huggingface" / "hub"
+
+
+def torch_hub_dir() -> Path:
+    if os.environ.get("TORCH_HOME"):
+        return Path(os.environ["TORCH_HOME"]).expanduser() / "hub"
+    base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(base).expanduser() / "torch" / "hub"
+
+
+def hf_offline() -> bool:
+    return any(
+        os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"}
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def hf_snapshots(repo: str) -> list[Path]:
+    """Snapshot folders of a cached hub repo, the ``refs/main`` one first."""
+    root = hf_hub_cache() / ("models--" + repo.replace("/", "--"))
+    snaps = root / "snapshots"
+    if not snaps.is_dir():
+        return []
+    found = sorted((p for p in snaps.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+    ref = root / "refs" / "main"
+    if ref.is_file():
+        main = snaps / ref.read_text().strip()
+        found = [main] + [p for p in found if p != main] if main.is_dir() else found
+    return found
+
+
+# -- weight sources --------------------------------------------------------------------
+@dataclass(frozen=True)
+class HFSource:
+    """Files of a Hugging Face hub repo. Each entry of ``files`` is a tuple of alternatives."""
+
+    repo: str
+    files: tuple[tuple[str, ...], ...]
+    subfolder: str = ""
+    snapshot: bool = False  # fetch the whole repo (remote code, tokenizers)
+
+    def locate(self) -> tuple[Path, str] | None:
+        """(snapshot folder, revision) holding one alternative of every file, or None."""
+        for snap in hf_snapshots(self.repo):
+            base = snap / self.subfolder if self.subfolder else snap
+            if all(any((base / f).is_file() for f in alts) for alts in self.files):
+                return base, snap.name
+        return None
+
+    def file(self, alternatives: Sequence[str]) -> tuple[Path, str] | None:
+        found = self.locate()
+        if found is None:
+            return None
+        base, rev = found
+        for name in alternatives:
+            if (base / name).is_file():
+                return base / name, rev
+        return None
+
+    def describe(self) -> str:
+        sub = f"/{self.subfolder}" if self.subfolder else ""
+        return f"hf://{self.repo}{sub}"
+
+    def fetch(self) -> Path:
+        from huggingface_hub import hf_hub_download, snapshot_download
+
+        if self.snapshot:
+            allow = None
+            if self.subfolder:
+                allow = [f"{self.subfolder}/*"]
+            return Path(snapshot_download(self.repo, allow_patterns=allow, etag_timeout=10))
+        last: Path | None = None
+        for alts in self.files:
+            err: Exception | None = None
+            for name in alts:
+                try:
+                    last = Path(hf_hub_download(self.repo, name, subfolder=self.subfolder or None, etag_timeout=10))
+                    err = None
+                    break
+                except Exception as exc:  # noqa: BLE001 - try the next alternative
+                    err = exc
+            if err is not None:
+                raise err
+        assert last is not None
+        return last.parent
+
+
+@dataclass(frozen=True)
+class URLSource:
+    """A file downloaded from a URL into a directory (``directory()`` is evaluated lazily)."""
+
+    url: str
+    directory: Callable[[], Path]
+    filename: str
+    unzip_check: tuple[str, ...] = ()  # when set: the URL is a zip; these paths must exist after unzip
+
+    def locate(self) -> tuple[Path, str] | None:
+        d = self.directory()
+        if self.unzip_check:
+            ok = all((d / p).exists() for p in self.unzip_check)
+            return (d, "") if ok else None
+        path = d / self.filename
+        return (path, "") if path.is_file() else None
+
+    def describe(self) -> str:
+        return f"{self.url} -> {self.directory() / self.filename}"
+
+    def fetch(self) -> Path:
+        import urllib.request
+        import zipfile
+
+        d = self.directory()
+        d.mkdir(parents=True, exist_ok=True)
+        dest = d / self.filename
+        tmp = dest.with_suffix(dest.suffix + ".part")
+        with urllib.request.urlopen(self.url, timeout=20) as r, open(tmp, "wb") as f:  # noqa: S310
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+        tmp.replace(dest)
+        if self.unzip_check:
+            with zipfile.ZipFile(dest) as z:
+                z.extractall(d)
+        return d
+
+
+Source = HFSource | URLSource
+
+
+def sources_available(sources: Sequence[Source]) -> bool:
+    return all(s.locate() is not None for s in sources)
+
+
+def availability(sources: Sequence[Source]) -> Callable[[], bool]:
+    """A zero-arg, torch-free check for registration meta ``weights_available``."""
+    return lambda: sources_available(sources)
+
+
+def missing_error(preset: str, checkpoint: str, sources: Sequence[Source]) -> WeightsMissingError:
+    where = "; ".join(s.describe() for s in sources if s.locate() is None) or "local cache"
+    return WeightsMissingError(
+        f"encoder '{preset}': pretrained weights for {checkpoint} are not in the local cache "
+        f"({where}). Run `rdmx weights fetch {preset}` on a machine with network access, or set "
+        f"weights = \"<path to a weights file>\" (or \"random\")."
+    )
+
+
+def file_digest(path: str | Path, length: int = 16) -> str:
+    """sha256 of a file's bytes (streamed), hex, truncated."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()[:length]
+
+
+@dataclass
+class ResolvedWeights:
+    """Where an encoder's weights come from: mode is "random", "cache" or "file"."""
+
+    mode: str
+    path: Path | None = None
+    revision: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spec_weights(self) -> str:
+        return "random" if self.mode == "random" else ("pretrained" if self.mode == "cache" else str(self.path))
+
+
+def resolve_weights(
+    config: PresetConfig, preset: str, checkpoint: str, sources: Sequence[Source], main: Sequence[str] = ()
+) -> ResolvedWeights:
+    """Resolve ``config.weights`` to random / a cached file / a user file, or raise WeightsMissingError.
+
+    ``main`` names the alternatives of the file to load from the first source (for "cache").
+    """
+    if config.tiny or config.weights == "random":
+        return ResolvedWeights("random")
+    if config.weights == "pretrained":
+        located = [s.locate() for s in sources]
+        if any(loc is None for loc in located):
+            raise missing_error(preset, checkpoint, sources)
+        base, rev = located[0]  # type: ignore[misc]
+        path = base
+        if main:
+            hit = next((base / m for m in main if (base / m).is_file()), None)
+            if hit is None:
+                raise missing_error(preset, checkpoint, sources)
+            path = hit
+        return ResolvedWeights("cache", path, rev or (file_digest(path) if path.is_file() else ""))
+    path = Path(config.weights).expanduser()
+    if not path.exists():
+        raise RdmxError(
+            f"encoder '{preset}': weights = {config.weights!r} is neither \"pretrained\", \"random\" "
+            f"nor an existing file"
+        )
+    return ResolvedWeights("file", path, file_digest(path) if path.is_file() else "")
+
+
+def load_state_dict(path: str | Path) -> dict[str, Any]:
+    """A state dict from safetensors or torch.load(weights_only=True)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    import torch
+
+    sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "module"):
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+    return sd
+
+
+def seeded(seed: int):
+    """Context manager: a forked RNG seeded with ``seed`` (random-weight init)."""
+    import contextlib
+
+    import torch
+
+    @contextlib.contextmanager
+    def _ctx():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield
+
+    return _ctx()
+
+
+def preset_config(base: type[PresetConfig], preset: str) -> type[PresetConfig]:
+    """A subclass of ``base`` that knows its preset name (``Config.preset``), so one lazy factory
+    string can serve every preset of a family."""
+    from typing import ClassVar
+
+    safe = preset.replace("-", "_").replace(".", "_")
+    return type(
+        f"{base.__name__}_{safe}",
+        (base,),
+        {"__annotations__": {"preset": ClassVar[str]}, "preset": preset, "__module__": base.__module__,
+         "__doc__": f"{base.__doc__ or ''} (preset '{preset}')"},
+    )
+
+
+def check_encoder_contract(encoder: Any, batch: int = 3, size: int = 48, seed: int = 0, rtol: float = 3e-2) -> Any:
+    """Assert the encoder contract on random [0, 1] images; returns the features.
+
+    (B, dim) float32 finite output; eval mode everywhere; no parameter requires grad; the input
+    receives a non-zero gradient (through a random projection, since the sum of layer-normed
+    features is constant); each row equals the features of that image alone (batch
+    invariance) within ``rtol`` of the feature norm.
+    """
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch, 3, size, size, generator=g, requires_grad=True)
+    f = encoder(x)
+    assert f.shape == (batch, encoder.dim), (tuple(f.shape), encoder.dim)
+    assert f.dtype == torch.float32
+    assert torch.isfinite(f).all()
+    assert not any(m.training for m in encoder.modules()), "a module is in training mode"
+    assert not any(p.requires_grad for p in encoder.parameters()), "a parameter requires grad"
+    w = torch.randn(f.shape, generator=g)
+    (f * w).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0, "no gradient reached the input"
+    with torch.no_grad():
+        singles = torch.cat([encoder(x[i : i + 1]) for i in range(batch)])
+        scale = f.detach().norm(dim=1, keepdim=True).clamp_min(1e-6)
+        err = ((singles - f.detach()).norm(dim=1, keepdim=True) / scale).max().item()
+    assert err <= rtol, f"batch-size dependence: relative error {err:.3g} > {rtol}"
+    return f.detach()
