@@ -1,0 +1,1 @@
+"""rdmx encoder preset: the FID Inception-v3."""

@@ -1,0 +1,81 @@
+"""The FID Inception preset against pytorch-fid's own InceptionV3 wrapper with the same weights."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from rdmx.errors import WeightsMissingError
+from rdmx.registry import Entry
+from rdmx.represent.presets import check_encoder_contract
+from rdmx_fid import encoder as fid_encoder
+from rdmx_fid.plugin import CHECKPOINT, rdmx_register_encoders
+
+
+def _entry():
+    got = {}
+    rdmx_register_encoders(lambda name, factory, config, description="", **meta: got.update(
+        e=Entry("encoders", name, factory, config, description, "rdmx-fid", "0", meta)))
+    return got["e"]
+
+
+ENTRY = _entry()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return tmp_path
+
+
+def test_panel_facts():
+    m = ENTRY.meta
+    assert (ENTRY.name, m["resolution"], m["dim"], m["role_hint"]) == ("inception", 299, 2048, "train")
+    with torch.device("meta"):
+        enc = ENTRY.build({"weights": "random"})
+        f = enc.features(enc.preprocess(torch.empty(2, 3, 64, 64)))
+    assert f.shape == (2, 2048)
+    s = enc.spec
+    assert (s.resolution, s.dtype, s.resize, s.antialias, s.mean, s.std) == (
+        299, "float32", "bicubic", True, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert s.channels_last
+
+
+def test_tiny_contract():
+    enc = ENTRY.build({"tiny": True})
+    assert enc.spec.resolution == 75
+    check_encoder_contract(enc, batch=2, size=40, rtol=1e-4)
+
+
+def test_missing_weights_fail_fast(cache):
+    assert ENTRY.meta["weights_available"]() is False
+    t = time.perf_counter()
+    with pytest.raises(WeightsMissingError, match="rdmx weights fetch inception"):
+        ENTRY.build({})
+    assert time.perf_counter() - t < 5
+
+
+def test_cached_weights_match_pytorch_fid_reference(cache, monkeypatch):
+    """Same weights through pytorch-fid's InceptionV3 (pool3 block) give the same features."""
+    import pytorch_fid.inception as pf
+
+    torch.manual_seed(0)
+    sd = fid_encoder.fid_inception().state_dict()
+    ckpt_dir = cache / "torch" / "hub" / "checkpoints"
+    ckpt_dir.mkdir(parents=True)
+    torch.save(sd, ckpt_dir / CHECKPOINT)
+    assert ENTRY.meta["weights_available"]() is True
+    enc = ENTRY.build({"resolution": 75})
+    assert enc.spec.weights == "pretrained" and len(enc.spec.revision) == 16
+
+    monkeypatch.setattr(pf, "load_state_dict_from_url", lambda *a, **k: sd)
+    ref = pf.InceptionV3([pf.InceptionV3.BLOCK_INDEX_BY_DIM[2048]], resize_input=False, normalize_input=True).eval()
+    x = torch.rand(2, 3, 75, 75)
+    with torch.no_grad():
+        expected = ref(x)[0].flatten(1)  # pytorch-fid maps [0, 1] to [-1, 1] itself
+        got = enc(x)  # same size: no resize, only (x - 0.5) / 0.5
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
