@@ -126,8 +126,10 @@ class Plugins:
                 f"{entry.kind[:-1]} name '{entry.name}' is registered twice: by plugin "
                 f"'{owners[0]}' and by plugin '{owners[-1]}'"
             )
-            info.status = "failed"
-            info.error = msg
+            for other in self.infos:
+                if other is info or (other.distribution == owners[0] or other.name == owners[0]):
+                    other.status = "failed"
+                    other.error = "; ".join(x for x in (other.error, msg) if x and x != msg) or msg
             if self.strict:
                 raise PluginError(msg)
             return
