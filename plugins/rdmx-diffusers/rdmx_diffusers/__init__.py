@@ -1,0 +1,1 @@
+"""rdmx presets backed by diffusers."""
