@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,32 +122,3 @@ def test_take_gathers_rows_in_requested_order(data, tmp_path):
     with pytest.raises(IndexError):
         fs.take([18])
 
-
-def _dist_worker(rank, world, init_file, folder, cache):
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        d = image_folder(folder, size=16, val_count=4)
-        enc = TinyConv(5)
-        extract_features({"e": enc}, d.train, cache_dir=cache, data_fingerprint=d.fingerprint(),
-                         split="train", shard_rows=5, batch_size=3, progress=False)
-        (Path(cache) / f"rows-rank{rank}").write_text(str(enc.rows_seen))
-    finally:
-        torch.distributed.destroy_process_group()
-
-
-def test_two_gloo_ranks_equal_one_process_bitwise(data, tmp_path):
-    folder = data.train.listing.root
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        one = FeatureSet.open(run(data, tmp_path / "one", {"e": TinyConv(5)})["e"]).load_all()
-    finally:
-        torch.set_num_threads(threads)
-    torch.multiprocessing.spawn(_dist_worker, args=(2, str(tmp_path / "init"), str(folder), str(tmp_path / "two")),
-                                nprocs=2, join=True)
-    two_dir = feature_dir(tmp_path / "two", TinyConv(5).fingerprint, data.fingerprint(), "train")
-    two = FeatureSet.open(two_dir).load_all()
-    assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
-    # shards dealt round-robin: rank 0 computed shards 0 and 2 (10 rows), rank 1 shards 1 and 3 (8)
-    assert [(tmp_path / "two" / f"rows-rank{r}").read_text() for r in (0, 1)] == ["10", "8"]

@@ -1,0 +1,223 @@
+"""Build every encoder's frozen reference material once, keyed by fingerprints, reused after.
+
+For each encoder of the battery (``encoders``: name -> Encoder) this
+1. extracts train and val features (``rdmx.reference.extract``: sharded, resumable, dealt
+   across ranks under torch.distributed),
+2. for training encoders, builds the reference bundle (``build_reference``, streamed from the
+   train shards) and the real floor (``estimate_floor`` on val features against it),
+3. for every encoder, stores the evaluation banks: the same random ``eval_rows`` train rows and
+   val rows (one seeded draw shared by all encoders, so banks describe the same images).
+
+Cache layout under ``cache_dir`` (every name carries the encoder and data fingerprints)::
+
+    features/<enc>-<data>-<split>/                       extracted features (shards)
+    references/<enc>-<data>-<request>-<joint>/           bundle (save_reference)
+    floors/<enc>-<data>-<request>-<joint>-<estimator>-d<draws>-n<rows>-s<seed>.json
+    banks/<enc>-<data>-<split>-n<rows>-s<seed>.safetensors
+
+Anything present is loaded instead of recomputed. Under torch.distributed rank 0 computes
+and writes; the other ranks wait at a barrier and load.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from rdmx.errors import RdmxError
+from rdmx.fingerprint import fingerprint
+from rdmx.reference.extract import (
+    DEFAULT_SHARD_ROWS,
+    FeatureSet,
+    _barrier,
+    atomic_save_tensors,
+    atomic_write_json,
+    dist_rank_world,
+    extract_features,
+)
+
+SPLITS = ("train", "val")
+
+
+@dataclass
+class BuiltReference:
+    """One encoder's frozen material. ``reference`` and ``floor`` are None for held-out encoders."""
+
+    name: str
+    role: str  # "train" | "heldout"
+    encoder_fingerprint: str
+    data_fingerprint: str
+    reference: Any  # rdmx.reference.bundle.Reference | None
+    floor: float | None
+    train_bank: torch.Tensor  # (n, d) float32, CPU
+    val_bank: torch.Tensor
+    train_bank_labels: torch.Tensor  # (n,) long
+    val_bank_labels: torch.Tensor
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+def joint_key(joint: Any) -> str:
+    """'marginal' or a hash of the joint spec."""
+    if joint is None or getattr(joint, "kind", "marginal") == "marginal":
+        return "marginal"
+    dump = joint.model_dump() if hasattr(joint, "model_dump") else vars(joint)
+    return f"{joint.kind}{fingerprint(dump, 8)}"
+
+
+def estimator_key(estimator: Any) -> str:
+    """A hash of the estimator's class and config (floors depend on both)."""
+    config = getattr(estimator, "config", None)
+    dump = config.model_dump() if hasattr(config, "model_dump") else repr(config)
+    cls = type(estimator)
+    return fingerprint({"class": f"{cls.__module__}.{cls.__qualname__}", "config": dump})
+
+
+def bank_rows(rows: int, n: int, seed: int, split: str) -> np.ndarray:
+    """The bank's row indices: ``min(n, rows)`` distinct rows, one seeded draw per split, sorted."""
+    salt = SPLITS.index(split) + 1
+    rng = np.random.default_rng([seed, salt])
+    return np.sort(rng.choice(rows, size=min(n, rows), replace=False))
+
+
+def _conditions_needed(joint: Any) -> bool:
+    kind = getattr(joint, "kind", "marginal") if joint is not None else "marginal"
+    if kind == "text":
+        raise RdmxError(
+            "a text-joint reference needs caption embeddings for every real image; this data "
+            "source provides class labels only"
+        )
+    return kind == "class"
+
+
+def _load_bank(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    data = load_file(str(path))
+    return data["features"], data["labels"]
+
+
+def build_references(
+    data: Any,
+    encoders: Mapping[str, torch.nn.Module],
+    estimator_request: Any = None,
+    *,
+    cache_dir: str | Path,
+    joint: Any = None,
+    estimator: Any = None,
+    train_names: Collection[str] | None = None,
+    floors: tuple[int, int] | None = (8, 5120),
+    eval_rows: int = 16384,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+) -> dict[str, BuiltReference]:
+    """Extract, build, floor and bank every encoder (see the module docstring); name -> result.
+
+    ``data``: train/val Datasets of (sample, label) and ``fingerprint()`` (e.g. RealData).
+    ``estimator_request``: the ReferenceRequest of the bundles (default ``estimator.request()``).
+    ``train_names``: the training encoders (default all); the others get banks only.
+    ``floors``: (draws, rows) for ``estimate_floor``, or None for no floors; floors need ``estimator``.
+    """
+    from rdmx.reference.bundle import build_reference, load_reference, save_reference
+    from rdmx.reference.floors import estimate_floor
+
+    cache = Path(cache_dir)
+    train_names = list(encoders) if train_names is None else list(train_names)
+    unknown = sorted(set(train_names) - set(encoders))
+    if unknown:
+        raise RdmxError(f"training encoders {unknown} are not in the battery ({', '.join(encoders)})")
+    if estimator_request is None:
+        if estimator is None and train_names:
+            raise RdmxError("build_references needs a reference request or an estimator")
+        estimator_request = estimator.request() if estimator is not None else None
+    with_cond = _conditions_needed(joint)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    data_fp = data.fingerprint()
+    rank, _ = dist_rank_world()
+
+    feature_dirs = {}
+    for split in SPLITS:
+        feature_dirs[split] = extract_features(
+            encoders, getattr(data, split), cache_dir=cache, data_fingerprint=data_fp, split=split,
+            shard_rows=shard_rows, batch_size=batch_size, num_workers=num_workers, progress=progress,
+        )
+
+    req_fp = estimator_request.fingerprint() if estimator_request is not None else "none"
+    jkey = joint_key(joint)
+    est_fp = estimator_key(estimator) if estimator is not None else "none"
+    plan: dict[str, dict[str, Path]] = {}
+    for name, enc in encoders.items():
+        efp = enc.fingerprint
+        paths = {f"{s}_features": feature_dirs[s][name] for s in SPLITS}
+        for split in SPLITS:
+            paths[f"{split}_bank"] = cache / "banks" / f"{efp}-{data_fp}-{split}-n{eval_rows}-s{seed}.safetensors"
+        if name in train_names:
+            paths["reference"] = cache / "references" / f"{efp}-{data_fp}-{req_fp}-{jkey}"
+            if floors is not None and estimator is not None:
+                draws, rows = floors
+                paths["floor"] = cache / "floors" / f"{efp}-{data_fp}-{req_fp}-{jkey}-{est_fp}-d{draws}-n{rows}-s{seed}.json"
+        plan[name] = paths
+
+    made: dict[str, Any] = {}  # references built by this process, kept in memory
+    if rank == 0:
+        for name, paths in plan.items():
+            enc = encoders[name]
+            if "reference" in paths and not (paths["reference"] / "manifest.json").exists():
+                train_dir = paths["train_features"]
+
+                def chunks(train_dir=train_dir):
+                    for feats, labels in FeatureSet.open(train_dir).chunks():
+                        yield feats, (labels if with_cond else None)
+
+                ref = build_reference(chunks, estimator_request, joint=joint, encoder_fingerprint=enc.fingerprint,
+                                      data_fingerprint=data_fp, device=device)
+                save_reference(ref, paths["reference"])
+                made[name] = ref
+            if "floor" in paths and not paths["floor"].exists():
+                ref = made.get(name) or load_reference(paths["reference"], encoder_fingerprint=enc.fingerprint,
+                                                       data_fingerprint=data_fp, device=device)
+                made[name] = ref
+                val_feats, val_labels = FeatureSet.open(paths["val_features"]).load_all()
+                draws, rows = floors
+                value = estimate_floor(estimator, ref, val_feats.to(device),
+                                       val_labels.to(device) if with_cond else None,
+                                       draws=draws, n=rows, seed=seed)
+                paths["floor"].parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(paths["floor"], {"floor": value, "draws": draws, "rows": rows, "seed": seed,
+                                                   "estimator": repr(estimator)})
+            for split in SPLITS:
+                bank = paths[f"{split}_bank"]
+                if not bank.exists():
+                    fs = FeatureSet.open(paths[f"{split}_features"])
+                    feats, labels = fs.take(bank_rows(fs.rows, eval_rows, seed, split))
+                    bank.parent.mkdir(parents=True, exist_ok=True)
+                    atomic_save_tensors(bank, {"features": feats, "labels": labels},
+                                        {"rows": str(len(feats)), "seed": str(seed), "split": split})
+    _barrier()
+
+    out = {}
+    for name, paths in plan.items():
+        enc = encoders[name]
+        ref = made.get(name)
+        if ref is None and "reference" in paths:
+            ref = load_reference(paths["reference"], encoder_fingerprint=enc.fingerprint,
+                                 data_fingerprint=data_fp, device=device)
+        elif ref is not None:
+            ref = ref.to(device)
+        floor = json.loads(paths["floor"].read_text())["floor"] if "floor" in paths else None
+        train_bank, train_labels = _load_bank(paths["train_bank"])
+        val_bank, val_labels = _load_bank(paths["val_bank"])
+        out[name] = BuiltReference(
+            name=name, role="train" if name in train_names else "heldout", encoder_fingerprint=enc.fingerprint,
+            data_fingerprint=data_fp, reference=ref, floor=floor, train_bank=train_bank, val_bank=val_bank,
+            train_bank_labels=train_labels, val_bank_labels=val_labels, paths=paths,
+        )
+    return out
