@@ -1,0 +1,1 @@
+"""rdmx encoder presets backed by Hugging Face transformers."""

@@ -1,0 +1,97 @@
+"""webssl and radio: panel facts, contract, cached loading, and radio's remote-code guard."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from rdmx.errors import RdmxError, WeightsMissingError
+from rdmx.registry import Entry
+from rdmx.represent.presets import check_encoder_contract
+from rdmx_transformers.plugin import rdmx_register_encoders
+
+
+def _entries():
+    got = {}
+    rdmx_register_encoders(lambda name, factory, config, description="", **meta: got.update(
+        {name: Entry("encoders", name, factory, config, description, "rdmx-transformers", "0", meta)}))
+    return got
+
+
+E = _entries()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return tmp_path
+
+
+def test_panel_facts():
+    w, r = E["webssl"].meta, E["radio"].meta
+    assert (w["checkpoint"], w["resolution"], w["dim"], w["pooling"], w["role_hint"]) == (
+        "facebook/webssl-dino1b-full2b-224", 224, 1536, "cls", "train")
+    assert (r["checkpoint"], r["resolution"], r["dim"], r["pooling"], r["role_hint"]) == (
+        "nvidia/C-RADIOv3-L", 256, 3072, "summary", "heldout")
+
+
+def test_webssl_real_size_on_meta():
+    with torch.device("meta"):
+        enc = E["webssl"].build({"weights": "random"})
+        f = enc.features(enc.preprocess(torch.empty(2, 3, 50, 50)))
+    assert f.shape == (2, 1536) and enc.dim == 1536
+    assert len(enc.model.encoder.layer) == 40
+    assert enc.spec.mean == (0.485, 0.456, 0.406) and enc.spec.std == (0.229, 0.224, 0.225)
+    assert sum(p.numel() for p in enc.model.parameters()) > 1.0e9  # the 1B model
+
+
+def test_webssl_tiny_contract():
+    check_encoder_contract(E["webssl"].build({"tiny": True}), batch=3, size=40)
+
+
+def test_webssl_missing_weights_fail_fast(cache):
+    t = time.perf_counter()
+    with pytest.raises(WeightsMissingError, match="rdmx weights fetch webssl"):
+        E["webssl"].build({})
+    assert time.perf_counter() - t < 5
+
+
+def test_webssl_cached_snapshot_gives_pooler_output(cache):
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    ref = Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                   use_swiglu_ffn=True, image_size=224, patch_size=14)).eval()
+    snap = cache / "hf" / "hub" / "models--facebook--webssl-dino1b-full2b-224" / "snapshots" / "beef"
+    ref.save_pretrained(str(snap))
+    enc = E["webssl"].build({})
+    assert enc.spec.revision == "beef" and enc.dim == 32
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        got = enc.features(enc.preprocess(x))
+        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        hidden = ref(pixel_values=(x - mean) / std).last_hidden_state
+        expected = hidden[:, 0]  # Dinov2Model's last_hidden_state is after the final layernorm
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_radio_needs_opt_in_and_has_no_tiny(cache):
+    with pytest.raises(RdmxError, match="trust_remote_code = true"):
+        E["radio"].build({"weights": "random"})
+    with pytest.raises(RdmxError, match="no tiny RADIO"):
+        E["radio"].build({"tiny": True, "trust_remote_code": True})
+
+
+def test_radio_without_cached_code_is_a_clear_error(cache):
+    t = time.perf_counter()
+    with pytest.raises(RdmxError, match="model code in the local cache"):
+        E["radio"].build({"weights": "random", "trust_remote_code": True})
+    with pytest.raises(WeightsMissingError, match="rdmx weights fetch radio"):
+        E["radio"].build({"trust_remote_code": True})
+    assert time.perf_counter() - t < 5
