@@ -122,3 +122,21 @@ def test_take_gathers_rows_in_requested_order(data, tmp_path):
     with pytest.raises(IndexError):
         fs.take([18])
 
+
+
+def test_directories_started_with_another_shard_size_keep_it(data, tmp_path):
+    with pytest.raises(Interrupt):
+        run(data, tmp_path, {"e": TinyConv(6)}, on_shard=lambda s: (_ for _ in ()).throw(Interrupt()))
+    e, f = TinyConv(6), TinyConv(7)
+    dirs = run(data, tmp_path, {"e": e, "f": f}, shard_rows=4)
+    assert e.rows_seen == 18 - 5 and f.rows_seen == 18  # e resumes its 5-row shards after shard 0
+    assert [len(x) for x, _ in iter_feature_chunks(dirs["e"])] == [5, 5, 5, 3]
+    assert [len(x) for x, _ in iter_feature_chunks(dirs["f"])] == [4, 4, 4, 4, 2]
+
+
+def test_unreadable_image_in_a_worker_names_the_file(tmp_path):
+    folder = make_folder(tmp_path / "imgs", classes=("a",), per_class=3)
+    (folder / "a" / "zz-broken.png").write_bytes(b"garbage")
+    d = image_folder(folder, size=16, val_count=0)
+    with pytest.raises(RdmxError, match="zz-broken.png"):
+        run(d, tmp_path / "cache", {"e": TinyConv(0)}, num_workers=1)
