@@ -170,7 +170,7 @@ def run_cmd(
             n_gen = sum(p.numel() for p in comp.generator.parameters())
             con.print(f"generator {cell.recipe.generator.name}: {n_gen:,} parameters on {comp.device}")
             for k, enc in comp.encoders.items():
-                con.print(f"encoder {k} [{comp.roles[k]}]: dim {enc.spec.dim}, fingerprint {enc.fingerprint}")
+                con.print(f"encoder {k} ({comp.roles[k]}): dim {enc.spec.dim}, fingerprint {enc.fingerprint}")
             con.print(f"estimator {cell.recipe.estimator.name}, balancer {cell.recipe.balancer.name}")
         con.print(f"dry run: {len(cells)} configuration(s) built, no training")
         return

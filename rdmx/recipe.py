@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from rdmx.compare.configs import JointSpec
 from rdmx.errors import RdmxError, RecipeError, close_matches
 from rdmx.fingerprint import fingerprint
 
@@ -114,6 +115,7 @@ class Recipe(_Strict):
     data: Component
     generator: Component
     estimator: Component = Field(default_factory=lambda: Component(name="mmd-nystrom"))
+    joint: JointSpec = Field(default_factory=JointSpec, description="the law matched: marginal, class or text")
     battery: Battery
     balancer: Component = Field(default_factory=lambda: Component(name="uniform"))
     train: TrainConfig = Field(default_factory=TrainConfig)

@@ -112,9 +112,11 @@ class Encoder(torch.nn.Module, abc.ABC):
         return torch.autocast(device.type, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.preprocess(x.float())
+        """Features of images in [0, 1]: float32 (float64 stays float64, for exactness tests)."""
+        out_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        x = self.preprocess(x.to(out_dtype))
         if self.spec.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast(x.device):
             f = self.features(x)
-        return f.float().reshape(f.shape[0], -1)
+        return f.to(out_dtype).reshape(f.shape[0], -1)

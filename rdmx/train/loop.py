@@ -59,7 +59,7 @@ class Trainer:
         r = self.recipe
         self.refs = build_references(
             self.c.data, self.c.encoders, self.c.estimator.request(),
-            cache_dir=r.reference.cache_dir, joint=getattr(self.c.estimator, "joint", None),
+            cache_dir=r.reference.cache_dir, joint=r.joint,
             estimator=self.c.estimator, train_names=self.c.train_names,
             floors=(r.reference.floor_draws, r.reference.floor_rows), eval_rows=r.eval.n,
             seed=r.seed, device=self.c.device, progress=self.progress,
@@ -91,8 +91,9 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, float]:
-        """Off-objective evaluation of the current generator (SW_r per encoder and means)."""
-        from rdmx.evaluate.base import EvalContext
+        """Off-objective evaluation of the current generator: SW_r per encoder and its means over
+        all, training and held-out encoders, plus the recipe's ``[eval] metrics``."""
+        from rdmx.evaluate.base import EncoderFeatures, EvalContext
         from rdmx.evaluate.suite import evaluate_features
 
         e = self.recipe.eval
@@ -103,19 +104,18 @@ class Trainer:
             k: torch.cat([enc(samples[s : s + chunk]) for s in range(0, n, chunk)]).cpu()
             for k, enc in self.c.encoders.items()
         }
-        result = evaluate_features(
-            gen_feats,
-            {k: self.refs[k].train_bank for k in self.c.encoders},
-            {k: self.refs[k].val_bank for k in self.c.encoders},
-            self.c.roles, n=n, directions=e.directions, seed=e.seed,
-        )
-        metrics = {f"eval/{k}": v for k, v in result.scalars().items()}
+        train_banks = {k: self.refs[k].train_bank for k in self.c.encoders}
+        val_banks = {k: self.refs[k].val_bank for k in self.c.encoders}
+        result = evaluate_features(gen_feats, train_banks, val_banks, self.c.roles, n=n,
+                                   directions=e.directions, seed=e.seed, metrics=("sw",))
+        metrics = {f"eval/{k}": float(v) for k, v in result.flat().items() if not k.startswith(("sw_gen", "sw_val"))}
         if self.c.metrics:
             ctx = EvalContext(
-                encoders={k: (gen_feats[k], self.refs[k].train_bank, self.refs[k].val_bank, self.c.roles[k])
+                features={k: EncoderFeatures(gen_feats[k], train_banks[k], val_banks[k], self.c.roles[k])
                           for k in self.c.encoders},
-                samples=samples.cpu(), labels=None if cond is None else cond.cpu(), data=self.c.data,
+                samples=samples.cpu(), labels=None if cond is None else cond.cpu(), step=step,
             )
+            ctx.data = self.c.data  # sample metrics on toy data (spiral) read the data's geometry
             for metric in self.c.metrics:
                 metrics.update({f"eval/{k}": float(v) for k, v in metric(ctx).items()})
         self.state.evals[step] = metrics
@@ -222,9 +222,9 @@ class Trainer:
                 self.checkpoint(done)
             if bar is not None:
                 last = self.state.evals[max(self.state.evals)] if self.state.evals else {}
-                post = {"loss": f"{loss:.3g}"}
-                if "eval/sw_r_heldout" in last:
-                    post["heldout SW_r"] = f"{last['eval/sw_r_heldout']:.2f}"
+                post = {"raw": f"{sum(raws.values()) / max(len(raws), 1):.3g}"}
+                if "eval/sw_rK_heldout" in last:
+                    post["held-out SW_r"] = f"{last['eval/sw_rK_heldout']:.2f}"
                 bar.set_postfix(post)
                 bar.update(1)
         if bar is not None:
