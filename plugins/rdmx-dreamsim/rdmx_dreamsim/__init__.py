@@ -1,0 +1,1 @@
+"""rdmx encoder preset: the DreamSim ensemble."""
