@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 
 import numpy as np
@@ -196,3 +197,26 @@ def test_registration_builds_real_data(nested):
     assert data.num_classes == 3 and len(data.val) == 2 and data.image_size == 8
     with pytest.raises(Exception, match="extra"):
         entry.build({"path": str(nested), "size": 8, "sizes": 3})
+
+
+def test_digest_memo_skips_unchanged_files_and_sees_changed_ones(nested, tmp_path, monkeypatch):
+    import rdmx.data.folder as folder_mod
+
+    plain = image_folder(nested, size=8, val_count=3).fingerprint()
+    memo = tmp_path / "memo"
+    assert image_folder(nested, size=8, val_count=3, digest_memo=memo).fingerprint() == plain
+    assert len(list(memo.glob("digests-*.json"))) == 1
+    real_digest = folder_mod.file_digest
+    reads = []
+    monkeypatch.setattr(folder_mod, "file_digest", lambda p, size=None: reads.append(p.name) or real_digest(p, size))
+    assert image_folder(nested, size=8, val_count=3, digest_memo=memo).fingerprint() == plain
+    assert reads == []  # only stat-ed
+    target = nested / "ant" / "img1.png"
+    raw = bytearray(target.read_bytes())
+    raw[-20] ^= 0xFF
+    target.write_bytes(bytes(raw))  # same size; make sure the mtime moves even on coarse clocks
+    st = target.stat()
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    changed = image_folder(nested, size=8, val_count=3, digest_memo=memo).fingerprint()
+    assert reads == ["img1.png"] and changed != plain
+    assert changed == image_folder(nested, size=8, val_count=3).fingerprint()

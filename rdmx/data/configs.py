@@ -17,6 +17,9 @@ class ImageFolderConfig(ComponentConfig):
     val_count: int | None = Field(default=None, ge=0, description="held-out count (overrides val_fraction)")
     seed: int = Field(default=0, description="split seed")
     channels: int = Field(default=3, description="1 (grey) or 3 (RGB)")
+    digest_memo: str | None = Field(
+        default=None, description="directory memoising per-file digests by (size, mtime): later fingerprints only stat"
+    )
 
 
 def build_image_folder(config: ImageFolderConfig):
@@ -31,4 +34,5 @@ def build_image_folder(config: ImageFolderConfig):
         val_count=config.val_count,
         seed=config.seed,
         channels=config.channels,
+        digest_memo=config.digest_memo,
     )

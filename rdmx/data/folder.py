@@ -14,12 +14,14 @@ BLAKE2b over the file's size, its first 64 KiB and its last 64 KiB: the whole fi
 dataset JPEGs (ImageNet averages ~110 KiB) and two reads for large ones, so fingerprinting a
 million files costs a fraction of one decoding pass while catching replaced or re-encoded
 files. An edit confined to the middle of a file larger than 128 KiB is not detected. The
-digests run on a thread pool and only when ``fingerprint()`` is first called.
+digests run on a thread pool and only when ``fingerprint()`` is first called; with a
+``digest_memo`` directory they are memoised by (size, mtime) so later runs only stat files.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -148,10 +150,10 @@ def split_indices(n: int, *, val_fraction: float = 0.0, val_count: int | None = 
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def file_digest(path: Path) -> str:
+def file_digest(path: Path, size: int | None = None) -> str:
     """BLAKE2b of size + first and last ``DIGEST_WINDOW`` bytes (see the module docstring)."""
     h = hashlib.blake2b(digest_size=16)
-    size = path.stat().st_size
+    size = path.stat().st_size if size is None else size
     h.update(size.to_bytes(8, "little"))
     with open(path, "rb") as f:
         h.update(f.read(DIGEST_WINDOW))
@@ -161,14 +163,46 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def listing_digest(listing: FolderListing, threads: int = 8) -> str:
-    """One hash over every file's relative path, size and content digest, in sorted path order."""
+def _memo_file(memo_dir: Path, root: Path) -> Path:
+    return memo_dir / f"digests-{hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]}.json"
+
+
+def _read_memo(path: Path | None) -> dict[str, list]:
+    if path is None or not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text()).get("files", {})
+    except (OSError, ValueError):
+        return {}  # a damaged memo only costs a recomputation
+
+
+def listing_digest(listing: FolderListing, threads: int = 8, memo_dir: str | Path | None = None) -> str:
+    """One hash over every file's relative path, size and content digest, in sorted path order.
+
+    With ``memo_dir``, per-file digests are memoised keyed by (size, mtime_ns): files whose
+    size and modification time are unchanged are only stat-ed on later calls."""
     paths = sorted(listing.files)
+    memo_path = _memo_file(Path(memo_dir), listing.root) if memo_dir is not None else None
+    memo = _read_memo(memo_path)
+
+    def one(rel: str) -> list:
+        st = (listing.root / rel).stat()
+        hit = memo.get(rel)
+        if hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            return hit
+        return [st.st_size, st.st_mtime_ns, file_digest(listing.root / rel, st.st_size)]
+
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        digests = list(pool.map(lambda p: file_digest(listing.root / p), paths))
+        entries = list(pool.map(one, paths))
+    if memo_path is not None:
+        fresh = dict(zip(paths, entries))
+        if fresh != memo:
+            memo_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo_path.with_name(f".{memo_path.name}.tmp-{os.getpid()}")
+            tmp.write_text(json.dumps({"root": str(listing.root.resolve()), "files": fresh}, separators=(",", ":")))
+            os.replace(tmp, memo_path)
     h = hashlib.sha256()
-    for rel, digest in zip(paths, digests):
-        size = (listing.root / rel).stat().st_size
+    for rel, (size, _, digest) in zip(paths, entries):
         h.update(f"{rel}\0{size}\0{digest}\n".encode())
     return h.hexdigest()
 
@@ -182,8 +216,12 @@ def image_folder(
     val_count: int | None = None,
     seed: int = 0,
     channels: int = 3,
+    digest_memo: str | Path | None = None,
 ) -> RealData:
-    """RealData from an image folder; val is ``val_dir`` or a seeded split of ``train_dir``."""
+    """RealData from an image folder; val is ``val_dir`` or a seeded split of ``train_dir``.
+
+    ``digest_memo``: a directory where per-file content digests are memoised (see
+    ``listing_digest``) so that fingerprinting a large folder again only stats its files."""
     if size < 1:
         raise RdmxError(f"image size must be positive, got {size}")
     listing = scan_image_folder(train_dir)
@@ -203,8 +241,8 @@ def image_folder(
         return {
             "format": "image-folder/1",
             "crop": CROP_METHOD,
-            "train": listing_digest(listing),
-            "val": listing_digest(val_listing) if val_listing is not None else None,
+            "train": listing_digest(listing, memo_dir=digest_memo),
+            "val": listing_digest(val_listing, memo_dir=digest_memo) if val_listing is not None else None,
             "split": split,
         }
 
