@@ -94,3 +94,22 @@ def test_text_joint_loss_penalises_mismatched_prompts():
     g, g_cls = two_class_data(100, seed=3)
     est = MMDNystrom(MMDNystromConfig(landmarks=64))
     assert float(est.loss(g, ref, prompts[1 - g_cls])) > 2 * float(est.loss(g, ref, prompts[g_cls]))
+
+
+def test_bank_estimators_compare_in_the_joint_space():
+    from rdmx.compare.base import draw_rows
+    from rdmx.compare.configs import MMDExactConfig
+    from rdmx.compare.mmd import MMDExact
+
+    x, cls = two_class_data(200)
+    ref = build(x, cls, JointSpec(kind="class"), landmarks=0, bank=120)
+    assert ref.bank_cond.dtype == torch.long and ref.bank_cond.shape == (120,)
+    g, g_cls = two_class_data(30, seed=4)
+    est = MMDExact(MMDExactConfig(bank=120))
+    got = float(est.loss(g.double(), ref, g_cls, generator=torch.Generator().manual_seed(1)))
+    idx = draw_rows(120, 30, torch.Generator().manual_seed(1))
+    one_hot = np.eye(2) * ref.sigma
+    gj = np.concatenate([g.double().numpy(), one_hot[g_cls.numpy()]], 1)
+    rj = np.concatenate([ref.bank[idx].double().numpy(), one_hot[ref.bank_cond[idx].numpy()]], 1)
+    k = lambda a, b: np.exp(-cdist(a, b, "sqeuclidean") / (2 * ref.sigma**2))  # noqa: E731
+    assert got == pytest.approx(k(gj, gj).mean() - 2 * k(gj, rj).mean() + k(rj, rj).mean(), rel=1e-10)

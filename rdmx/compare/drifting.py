@@ -63,7 +63,7 @@ class Drifting(Estimator):
 
     def _loss(self, gen, ref, generator):
         n_pos = self.config.positives or gen.shape[0]
-        pos = ref.bank_batch(n_pos, generator).to(device=gen.device, dtype=gen.dtype)
+        pos = ref.bank_batch(n_pos, generator, like=gen)
         scale, v = self.field(gen, pos)
         xs = gen / scale
         return ((xs - (xs.detach() + v)) ** 2).mean()

@@ -15,7 +15,8 @@ def sq_dists(x: torch.Tensor, y: torch.Tensor, y_sq: torch.Tensor | None = None)
     """|x_i - y_j|^2 by the expansion, clamped at 0."""
     if y_sq is None:
         y_sq = (y * y).sum(1)
-    d2 = (x * x).sum(1)[:, None] + y_sq[None, :] - 2.0 * (x @ y.T)
+    d2 = torch.addmm(y_sq[None, :], x, y.T, beta=1.0, alpha=-2.0)
+    d2.add_((x * x).sum(1)[:, None])
     return d2.clamp_min_(0.0)
 
 
@@ -38,7 +39,7 @@ class _KernelSum(torch.autograd.Function):
         for rows in _row_blocks(x.shape[0], y.shape[0], block_elems):
             d2 = sq_dists(x[rows], y, y_sq)
             for s, gamma in enumerate(gammas):
-                k = torch.exp(d2 * -gamma)
+                k = torch.exp(d2 * -gamma) if len(gammas) > 1 else d2.mul_(-gamma).exp_()
                 out[s] += (k @ w).sum() if w is not None else k.sum()
         ctx.save_for_backward(x, y, w)
         ctx.gammas, ctx.symmetric, ctx.block_elems = gammas, symmetric, block_elems
@@ -54,11 +55,15 @@ class _KernelSum(torch.autograd.Function):
         factor = 2.0 if ctx.symmetric else 1.0
         for rows in _row_blocks(x.shape[0], y.shape[0], ctx.block_elems):
             d2 = sq_dists(x[rows], y, y_sq)
-            coef = torch.zeros_like(d2)
-            for s, gamma in enumerate(ctx.gammas):
-                coef += (-2.0 * gamma) * grad_out[s] * torch.exp(d2 * -gamma)
+            if len(ctx.gammas) == 1:
+                gamma = ctx.gammas[0]
+                coef = d2.mul_(-gamma).exp_().mul_(-2.0 * gamma * grad_out[0])
+            else:
+                coef = torch.zeros_like(d2)
+                for s, gamma in enumerate(ctx.gammas):
+                    coef.add_(torch.exp(d2 * -gamma), alpha=-2.0 * gamma * float(grad_out[s]))
             if w is not None:
-                coef *= w[None, :]
+                coef.mul_(w[None, :])
             # d/dx_i of k(x_i, y_j) = -2 gamma (x_i - y_j) k_ij
             grad[rows] = factor * (coef.sum(1, keepdim=True) * x[rows] - coef @ y)
         return grad, None, None, None, None, None

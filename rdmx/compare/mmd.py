@@ -82,7 +82,7 @@ class MMDExact(_GaussianMMD):
     def _loss(self, gen, ref, generator):
         _, sigmas = self._sigmas(ref)
         n = gen.shape[0]
-        real = ref.bank_batch(n, generator).to(device=gen.device, dtype=gen.dtype)
+        real = ref.bank_batch(n, generator, like=gen)
         cross = kernel_sum(gen, real, sigmas, block_elems=self.config.block_elems) / (n * n)
         with torch.no_grad():
             real_term = self._repulsion(real, sigmas)

@@ -33,7 +33,7 @@ class SlicedWasserstein(Estimator):
         return ReferenceRequest(landmarks=0, bank=self.config.bank)
 
     def _loss(self, gen, ref, generator):
-        real = ref.bank_batch(gen.shape[0], generator).to(device=gen.device, dtype=gen.dtype)
+        real = ref.bank_batch(gen.shape[0], generator, like=gen)
         theta = unit_directions(gen.shape[1], self.config.projections, generator).to(gen.device, gen.dtype)
         sw2 = sliced_w2_squared(gen, real, theta)
         return sw2 if self.config.squared else sw2.clamp_min(0).sqrt()

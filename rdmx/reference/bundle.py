@@ -88,12 +88,16 @@ class Reference:
             raise RdmxError(f"{what} needs '{name}' in the reference, which was built without it; rebuild it")
         return value
 
-    def bank_batch(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n random bank rows, in the joint space."""
+    def bank_batch(
+        self, n: int, generator: torch.Generator | None = None, *, like: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """n random bank rows in the joint space (on the device and dtype of ``like``)."""
         bank = self.need("bank", "a real-batch estimator")
         idx = draw_rows(bank.shape[0], n, generator).to(bank.device)
-        cond = None if self.bank_cond is None else self.bank_cond[idx]
-        return self.combine(bank[idx], cond)
+        rows, cond = bank[idx], None if self.bank_cond is None else self.bank_cond[idx]
+        if like is not None:
+            rows = rows.to(device=like.device, dtype=like.dtype)
+        return self.combine(rows, cond)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {n: getattr(self, n) for n in TENSOR_NAMES if getattr(self, n) is not None}
