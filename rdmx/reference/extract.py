@@ -262,7 +262,7 @@ def _run_shards(todo, dataset, missing, shard_rows, batch_size, num_workers, pro
         dataset,
         batch_sampler=[list(range(a, b)) for _, a, b, _ in plan],
         num_workers=num_workers,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=any(_encoder_device(e).type == "cuda" for e in todo.values()),
     )
     bar = tqdm(total=sum(b - a for _, a, b, _ in plan), unit="img", unit_scale=True,
                desc=f"features[{split}]", disable=not progress, dynamic_ncols=True)
