@@ -1,0 +1,1 @@
+"""rdmx text encoders backed by open_clip."""
