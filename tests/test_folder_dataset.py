@@ -220,3 +220,12 @@ def test_digest_memo_skips_unchanged_files_and_sees_changed_ones(nested, tmp_pat
     changed = image_folder(nested, size=8, val_count=3, digest_memo=memo).fingerprint()
     assert reads == ["img1.png"] and changed != plain
     assert changed == image_folder(nested, size=8, val_count=3).fingerprint()
+
+
+def test_registration_module_is_torch_free():
+    import subprocess
+    import sys
+
+    code = "import sys, rdmx.data.plugin; print(sorted(m for m in ('torch', 'PIL', 'numpy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
