@@ -94,6 +94,8 @@ def test_text_joint_loss_penalises_mismatched_prompts():
     g, g_cls = two_class_data(100, seed=3)
     est = MMDNystrom(MMDNystromConfig(landmarks=64))
     assert float(est.loss(g, ref, prompts[1 - g_cls])) > 2 * float(est.loss(g, ref, prompts[g_cls]))
+    with pytest.raises(RdmxError, match="width 9"):
+        est.loss(g, ref, torch.ones(100, 5))
 
 
 def test_bank_estimators_compare_in_the_joint_space():

@@ -117,10 +117,12 @@ def test_kmeans_objective_decreases_and_edge_cases():
 
 
 def test_kmeans_reseeds_empty_clusters():
-    # 20 duplicated points: many initial centers coincide, so clusters go empty
-    x = torch.cat([torch.zeros(10, 2), torch.ones(10, 2) * 5, torch.tensor([[9.0, 9.0]])]).double()
-    centers = kmeans(x, 3, iters=10, seed=0)
-    assert kmeans_objective(x, centers) == pytest.approx(0.0, abs=1e-12)
+    # three points, each 4 times: a seed whose random init repeats a point leaves a cluster
+    # empty; only reseeding it from random rows can reach the zero-cost solution
+    x = torch.tensor([[0.0, 0.0], [5.0, 0.0], [9.0, 0.0]]).repeat(4, 1).double()
+    for seed in (0, 2):
+        assert len(set(kmeans(x, 3, iters=0, seed=seed)[:, 0].tolist())) < 3
+        assert kmeans_objective(x, kmeans(x, 3, iters=20, seed=seed)) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_bundle_round_trips_bit_exactly(tmp_path):

@@ -118,6 +118,11 @@ class Estimator(abc.ABC):
             )
         with full_precision(gen.device):
             joint = ref.combine(gen.to(compute_dtype(gen)), cond)
+            if joint.shape[1] != ref.joint_dim:
+                raise RdmxError(
+                    f"{type(self).__name__}: the joint feature has width {joint.shape[1]}, the reference's "
+                    f"is {ref.joint_dim}; are the conditions of the kind the reference was built with?"
+                )
             return self._loss(joint, ref, generator)
 
     @abc.abstractmethod
