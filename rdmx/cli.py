@@ -224,6 +224,17 @@ def ui_cmd(
     raise typer.Exit(subprocess.call(cmd))
 
 
+def _mount_subcommands() -> None:
+    from rdmx.cli_reference import app as reference_app
+    from rdmx.cli_weights import app as weights_app
+
+    app.add_typer(reference_app, name="reference", help="Build frozen reference bundles, floors and banks.")
+    app.add_typer(weights_app, name="weights", help="Pretrained weights of the encoder presets.")
+
+
+_mount_subcommands()
+
+
 def main() -> None:
     """Entry point: user mistakes print one clear message (no traceback unless --debug)."""
     import click

@@ -100,6 +100,8 @@ class ReferenceConfig(_Strict):
     cache_dir: str = ".rdmx-cache"
     floor_draws: int = Field(8, ge=1)
     floor_rows: int = Field(5120, ge=2)
+    batch_size: int = Field(64, ge=1, description="images per batch during feature extraction")
+    workers: int = Field(0, ge=0, description="DataLoader workers decoding images (folders: use several)")
 
 
 class TrackingConfig(_Strict):

@@ -38,6 +38,16 @@ class Toys:
         register_metrics(register)
 
 
+class Data:
+    """Real image folders (flat or class-nested, ADM centre crop)."""
+
+    @hookimpl
+    def rdmx_register_datasets(self, register):
+        from rdmx.data.plugin import register_datasets
+
+        register_datasets(register)
+
+
 class Estimators:
     """The comparison axis: mmd-nystrom, mmd-exact, mmd-rff, fd, sw, drifting."""
 
@@ -68,5 +78,5 @@ class Metrics:
         register_metrics(register)
 
 
-BUILTINS = {"builtin.toys": Toys, "builtin.estimators": Estimators, "builtin.balancers": Balancers,
+BUILTINS = {"builtin.toys": Toys, "builtin.data": Data, "builtin.estimators": Estimators, "builtin.balancers": Balancers,
             "builtin.metrics": Metrics}

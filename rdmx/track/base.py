@@ -9,7 +9,7 @@ from typing import Any
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}, "l": [{"x": 2}]}`` → ``{"a.b": 1, "l[0].x": 2}``."""
+    """``{"a": {"b": 1}, "l": [{"x": 2}]}`` → ``{"a.b": 1, "l.0.x": 2}`` (MLflow-safe keys)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}.{k}" if prefix else str(k)
@@ -17,7 +17,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
             out.update(flatten(v, key))
         elif isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v):
             for i, x in enumerate(v):
-                out.update(flatten(x, f"{key}[{i}]"))
+                out.update(flatten(x, f"{key}.{i}"))
         else:
             out[key] = v
     return out

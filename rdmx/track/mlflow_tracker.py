@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,12 @@ from rdmx.track.base import Tracker, flatten
 
 MAX_PARAM_VALUE = 6000  # MLflow's limit on a parameter value
 MAX_PARAM_KEY = 250
+_BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. :/]")
+
+
+def safe_key(key: str) -> str:
+    """MLflow allows alphanumerics, _ - . space : / in names; anything else becomes _."""
+    return _BAD_KEY_CHARS.sub("_", key)[:MAX_PARAM_KEY]
 
 
 def tracking_uri(config_uri: str | None) -> str:
@@ -29,7 +36,7 @@ def param_items(params: Mapping[str, Any]) -> dict[str, str]:
         s = str(v)
         if len(s) > MAX_PARAM_VALUE:
             s = s[: MAX_PARAM_VALUE - 40] + f"...[truncated, {len(s)} chars]"
-        out[k[:MAX_PARAM_KEY]] = s
+        out[safe_key(k)] = s
     return out
 
 
@@ -61,7 +68,7 @@ class MlflowTracker(Tracker):
         return self.run_id
 
     def log_metrics(self, metrics, step):
-        clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+        clean = {safe_key(k): float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
         if clean:
             self.mlflow.log_metrics(clean, step=step)
 
