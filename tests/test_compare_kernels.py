@@ -65,3 +65,16 @@ def test_gradcheck_symmetric_and_cross():
     w = torch.randn(5, dtype=torch.float64, generator=gen)
     assert torch.autograd.gradcheck(lambda a: kernel_sum(a, None, [0.8, 1.7], block_elems=4), (x,))
     assert torch.autograd.gradcheck(lambda a: kernel_sum(a, y, [0.8, 1.7], w, block_elems=4), (x,))
+
+
+def test_per_scale_weights():
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(7, 3, dtype=torch.float64, generator=gen).requires_grad_()
+    y = torch.randn(5, 3, dtype=torch.float64, generator=gen)
+    w = torch.randn(2, 5, dtype=torch.float64, generator=gen)
+    out = kernel_sum(x, y, [0.6, 2.5], w, block_elems=6)
+    expected = [brute_sum(x.detach(), y, [s], w[i])[0] for i, s in enumerate([0.6, 2.5])]
+    np.testing.assert_allclose(out.detach().numpy(), expected, rtol=1e-12)
+    assert torch.autograd.gradcheck(lambda a: kernel_sum(a, y, [0.6, 2.5], w, block_elems=6), (x,))
+    with pytest.raises(ValueError, match="weights"):
+        kernel_sum(x, y, [0.6, 2.5], torch.ones(3, 5))

@@ -40,7 +40,7 @@ class _KernelSum(torch.autograd.Function):
             d2 = sq_dists(x[rows], y, y_sq)
             for s, gamma in enumerate(gammas):
                 k = torch.exp(d2 * -gamma) if len(gammas) > 1 else d2.mul_(-gamma).exp_()
-                out[s] += (k @ w).sum() if w is not None else k.sum()
+                out[s] += (k @ w[s]).sum() if w is not None else k.sum()
         ctx.save_for_backward(x, y, w)
         ctx.gammas, ctx.symmetric, ctx.block_elems = gammas, symmetric, block_elems
         return out
@@ -58,12 +58,15 @@ class _KernelSum(torch.autograd.Function):
             if len(ctx.gammas) == 1:
                 gamma = ctx.gammas[0]
                 coef = d2.mul_(-gamma).exp_().mul_(-2.0 * gamma * grad_out[0])
+                if w is not None:
+                    coef.mul_(w[0][None, :])
             else:
                 coef = torch.zeros_like(d2)
                 for s, gamma in enumerate(ctx.gammas):
-                    coef.add_(torch.exp(d2 * -gamma), alpha=-2.0 * gamma * float(grad_out[s]))
-            if w is not None:
-                coef.mul_(w[None, :])
+                    k = torch.exp(d2 * -gamma)
+                    if w is not None:
+                        k.mul_(w[s][None, :])
+                    coef.add_(k, alpha=-2.0 * gamma * float(grad_out[s]))
             # d/dx_i of k(x_i, y_j) = -2 gamma (x_i - y_j) k_ij
             grad[rows] = factor * (coef.sum(1, keepdim=True) * x[rows] - coef @ y)
         return grad, None, None, None, None, None
@@ -77,12 +80,18 @@ def kernel_sum(
     *,
     block_elems: int = 1 << 24,
 ) -> torch.Tensor:
-    """Per-bandwidth sums sum_ij k_s(x_i, y_j) w_j, shape (len(sigmas),).
+    """Per-bandwidth sums sum_ij k_s(x_i, y_j) w_sj, shape (len(sigmas),).
 
-    ``y=None`` means y = x (the repulsion term); the gradient then accounts for x on both
-    sides. y and weights are constants."""
+    ``weights`` is (M,) (shared by every bandwidth) or (len(sigmas), M). ``y=None`` means
+    y = x (the repulsion term); the gradient then accounts for x on both sides. y and
+    weights are constants."""
     symmetric = y is None
     y = x.detach() if symmetric else y.detach()
-    w = None if weights is None else weights.detach().to(x.dtype)
+    w = None
+    if weights is not None:
+        w = weights.detach().to(x.dtype)
+        w = w.expand(len(sigmas), -1) if w.ndim == 1 else w
+        if w.shape != (len(sigmas), y.shape[0]):
+            raise ValueError(f"weights must be ({y.shape[0]},) or ({len(sigmas)}, {y.shape[0]}), got {tuple(weights.shape)}")
     gammas = tuple(1.0 / (2.0 * float(s) ** 2) for s in sigmas)
     return _KernelSum.apply(x, y.to(x.dtype), w, gammas, symmetric, int(block_elems))

@@ -53,11 +53,7 @@ class MMDNystrom(_GaussianMMD):
         """mean_i sum_k k_s(g_i, Z_k) alpha_s[k], per scale (joint-space gen)."""
         z = ref.need("landmarks", "mmd-nystrom").to(gen.dtype)
         alpha = ref.need("alpha", "mmd-nystrom").to(gen.dtype)
-        terms = [
-            kernel_sum(gen, z, [sig], alpha[i], block_elems=self.config.block_elems)[0]
-            for i, sig in zip(idx, sigmas)
-        ]
-        return torch.stack(terms) / gen.shape[0]
+        return kernel_sum(gen, z, sigmas, alpha[idx], block_elems=self.config.block_elems) / gen.shape[0]
 
     def _loss(self, gen, ref, generator):
         idx, sigmas = self._sigmas(ref)
