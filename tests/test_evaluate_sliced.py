@@ -81,3 +81,20 @@ def test_real_versus_real_scores_one():
     assert np.mean(ratios) == pytest.approx(1.0, abs=0.1)
     assert all(0.75 < r < 1.3 for r in ratios)
     assert min(worse) > 1.6  # a 10% scale error is far outside the real-data band
+
+
+def test_subsamples_are_the_same_rows_for_arrays_and_tensors():
+    from rdmx.evaluate.features import equal_size
+
+    rng = np.random.default_rng(6)
+    gen, train, val = (rng.normal(size=(m, 4)).astype(np.float32) for m in (50, 80, 60))
+    from_numpy = equal_size(gen, train, val, n=40, seed=3)
+    from_torch = equal_size(*(torch.from_numpy(x) for x in (gen, train, val)), n=40, seed=3)
+    assert from_numpy[3] == from_torch[3] == 40
+    for a, b in zip(from_numpy[:3], from_torch[:3]):
+        assert a.dtype == torch.float64 and torch.equal(a, b)
+    # rows are drawn, not the first 40: the train subsample is not a prefix
+    assert not torch.equal(from_numpy[1], torch.from_numpy(train[:40]).double())
+    # every drawn row is a row of the bank
+    bank = {tuple(r) for r in train.astype(np.float64).tolist()}
+    assert all(tuple(r) in bank for r in from_numpy[1].tolist())

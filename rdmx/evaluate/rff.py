@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from rdmx.errors import RdmxError
-from rdmx.evaluate.features import as_tensor, equal_size, subsample
+from rdmx.evaluate.features import STREAM_SIGMA, as_tensor, equal_size, subsample
 from rdmx.evaluate.plugin import RFF_SEED
 
 SIGMA_ROWS = 4096
@@ -30,8 +30,7 @@ def median_sigma(x: Any, rows: int = SIGMA_ROWS, seed: int = 0) -> float:
 
     An even count of pairs takes the mean of the two middle values (numpy's convention).
     """
-    x = as_tensor(x, torch.float64)
-    x = subsample(x, min(rows, len(x)), seed, stream=4)
+    x = as_tensor(subsample(x, min(rows, len(x)), seed, STREAM_SIGMA), torch.float64)
     sq = (x * x).sum(dim=1)
     d2 = (sq[:, None] + sq[None, :] - 2 * x @ x.T).clamp_min(0)
     d2 = (d2 + d2.T) / 2
@@ -84,8 +83,7 @@ def mmd_ratio(
     device: Any = None,
 ) -> MmdRatio:
     """MMDr on equal-size seeded subsamples of ``n`` rows (``seed`` picks the rows)."""
-    g, t, v = (as_tensor(s, torch.float64, device) for s in (gen, train, val))
-    g, t, v, rows = equal_size(g, t, v, n, seed)
+    g, t, v, rows = equal_size(gen, train, val, n, seed, torch.float64, device)
     sigma = median_sigma(t, seed=seed) if sigma is None else float(sigma)
     w = rff_frequencies(t.shape[1], features, sigma, rff_seed)
     w = w.to(t.device)

@@ -94,8 +94,7 @@ def sw_ratio(
     device: Any = None,
 ) -> SlicedRatio:
     """r = SW₂(gen, train) / SW₂(val, train) on equal-size seeded subsamples of ``n`` rows."""
-    g, t, v = (as_tensor(s, PRECISIONS.get(precision, torch.float64), device) for s in (gen, train, val))
-    g, t, v, rows = equal_size(g, t, v, n, seed)
+    g, t, v, rows = equal_size(gen, train, val, n, seed, PRECISIONS.get(precision, torch.float64), device)
     sw_gen, sw_val = sliced_w2_to([g, v], t, directions=directions, seed=seed, chunk=chunk, precision=precision)
     if sw_val <= 0.0:
         raise RdmxError("SW ratio: the validation set is identical to the train subsample (SW = 0)")

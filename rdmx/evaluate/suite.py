@@ -11,7 +11,7 @@ import torch
 
 from rdmx.errors import RdmxError
 from rdmx.evaluate.base import ROLES, EvalContext
-from rdmx.evaluate.features import as_tensor, equal_size
+from rdmx.evaluate.features import equal_size
 from rdmx.evaluate.frechet import frechet_distance
 from rdmx.evaluate.rff import RFF_SEED, median_sigma, rff_frequencies, rff_mean_embedding
 from rdmx.evaluate.sliced import PRECISIONS, sliced_w2_to
@@ -132,8 +132,7 @@ def evaluate_features(
     encoders: dict[str, dict[str, float]] = {}
     rows_used: dict[str, int] = {}
     for enc in names:
-        g, t, v = (as_tensor(s[enc], dtype, device) for s in (gen, train, val))
-        g, t, v, rows = equal_size(g, t, v, n, seed)
+        g, t, v, rows = equal_size(gen[enc], train[enc], val[enc], n, seed, dtype, device)
         rows_used[enc] = rows
         values: dict[str, float] = {}
         if "sw" in metrics:
