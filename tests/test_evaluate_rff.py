@@ -55,6 +55,7 @@ def test_mmd_ratio_of_a_fresh_real_draw_is_near_one():
         assert out.ratio == pytest.approx(out.gen / out.val)
         gen.append(out.gen)
         val_.append(out.val)
-        shifted.append(mmd_ratio(real(rng, 1000) + 0.5, train, val, n=1000, features=512).ratio)
+        if seed < 2:
+            shifted.append(mmd_ratio(real(rng, 1000) + 0.5, train, val, n=1000, features=512).ratio)
     assert np.mean(gen) / np.mean(val_) == pytest.approx(1.0, abs=0.25)
     assert min(shifted) > 10

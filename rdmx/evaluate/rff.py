@@ -48,10 +48,13 @@ def rff_frequencies(dim: int, features: int, sigma: float, seed: int = RFF_SEED)
 
 def rff_mean_embedding(x: torch.Tensor, w: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
     """mean over rows of φ(x) = [cos(xW), sin(xW)] / sqrt(D), streamed over row chunks."""
-    total = torch.zeros(2 * w.shape[1], dtype=torch.float64, device=x.device)
+    cos = torch.zeros(w.shape[1], dtype=torch.float64, device=x.device)
+    sin = torch.zeros_like(cos)
     for start in range(0, len(x), chunk):
         proj = x[start : start + chunk] @ w
-        total += torch.cat([proj.cos(), proj.sin()], dim=1).sum(dim=0)
+        cos += proj.cos().sum(dim=0)
+        sin += proj.sin().sum(dim=0)
+    total = torch.cat([cos, sin])
     return total / (len(x) * w.shape[1] ** 0.5)
 
 
