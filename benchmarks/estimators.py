@@ -116,6 +116,7 @@ def main() -> None:
     p.add_argument("--bank-rows", type=int, default=100_000)
     p.add_argument("--kmeans-iters", type=int, default=20)
     p.add_argument("--kmeans-subsample", type=int, default=200_000)
+    p.add_argument("--sigma-scale", type=float, default=1.0, help="bandwidth = median heuristic x this")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--naive-max-batch", type=int, default=8192, help="skip the dense baseline above this B")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -129,7 +130,7 @@ def main() -> None:
         # large tensors through mmap, returned on free: RSS then follows live memory
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"device: {name}; bank {args.bank_rows} rows; k-means {args.kmeans_iters} iters on "
+    print(f"device: {name}; sigma x {args.sigma_scale}; bank {args.bank_rows} rows; k-means {args.kmeans_iters} iters on "
           f"{min(args.kmeans_subsample, args.bank_rows)} rows; median of {args.repeats} fwd+bwd")
     header = f"{'B':>6} {'d':>5} {'m':>5} | {'method':<8} {'ms':>9} {'peak MB':>9} {'x naive':>8} | {'attr. rel err':>13} {'build s':>8}"
     print(header)
@@ -141,7 +142,7 @@ def main() -> None:
         bank = mixture(args.bank_rows, centers, torch.ones(64), 0.6, gen).to(device)
         for m in args.landmarks:
             request = ReferenceRequest(landmarks=m, kmeans_iters=args.kmeans_iters, kmeans_subsample=args.kmeans_subsample,
-                                       krr_subsample=5_000, sigma_subsample=5_000)
+                                       krr_subsample=5_000, sigma_subsample=5_000, sigma_scale=args.sigma_scale)
 
             def chunks():
                 for i in range(0, bank.shape[0], 8192):
@@ -150,7 +151,7 @@ def main() -> None:
             t0 = time.perf_counter()
             ref = build_reference(chunks, request, encoder_fingerprint="bench", data_fingerprint="bench")
             build_s = time.perf_counter() - t0
-            est = MMDNystrom(MMDNystromConfig(landmarks=m))
+            est = MMDNystrom(MMDNystromConfig(landmarks=m, sigma_scale=args.sigma_scale))
             sigma, k_rr = ref.sigma, float(ref.k_rr[0])
             z, alpha = ref.landmarks, ref.alpha[0]
             for b in args.batches:
