@@ -192,7 +192,8 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
         for col in [*keys, *metric_keys]:
             table.add_column(col)
         for c in summary["cells"]:
-            table.add_row(*[str(c["values"][k]) for k in keys], *[f"{c['final'].get(m, float('nan')):.4g}" for m in metric_keys])
+            shown = [v.get("name", str(v)) if isinstance(v, dict) else str(v) for v in (c["values"][k] for k in keys)]
+            table.add_row(*shown, *[f"{c['final'].get(m, float('nan')):.4g}" for m in metric_keys])
         con.print(table)
     else:
         table = Table(title=f"{summary['recipe']}: {summary['steps']} steps in {summary['wall_time_s']:.1f} s")
@@ -206,6 +207,46 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
         if summary.get("sample_grid"):
             con.print(f"samples: {summary['sample_grid']}")
     con.print(f"summary: {out_dir / 'summary.json'}   MLflow run: {summary.get('run_id') or '(tracking off)'}")
+
+
+@app.command("eval")
+def eval_cmd(
+    recipe: Annotated[Path, typer.Argument(help="the recipe that trained the checkpoint")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="checkpoint file (.pt)")],
+    n: Annotated[Optional[int], typer.Option("--n", help="samples (and rows per real set); default eval.n")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="folder for eval.json")] = None,
+    set_: SetOpt = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+) -> None:
+    """Evaluate a checkpoint: SW_rK over training and held-out encoders, MMDr, FD."""
+    from rdmx.checkpoints import evaluate_checkpoint
+    from rdmx.recipe import load_recipe
+
+    resolved = load_recipe(recipe, set_)
+    result = evaluate_checkpoint(resolved, checkpoint, n=n, out=out, progress=not no_progress)
+    result.render(_console(), title=f"{resolved.recipe.name} @ step {result.settings['step']}")
+    if out:
+        _console().print(f"written: {out / 'eval.json'}")
+
+
+@app.command("sample")
+def sample_cmd(
+    recipe: Annotated[Path, typer.Argument(help="the recipe that trained the checkpoint")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="checkpoint file (.pt)")],
+    n: Annotated[int, typer.Option("--n", help="number of samples")] = 64,
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("samples"),
+    set_: SetOpt = None,
+) -> None:
+    """Write labelled PNG grids and an ADM-compatible samples.npz from a checkpoint."""
+    from rdmx.checkpoints import sample_checkpoint
+    from rdmx.recipe import load_recipe
+
+    resolved = load_recipe(recipe, set_)
+    try:
+        paths = sample_checkpoint(resolved, checkpoint, n=n, out=out)
+    except ValueError as exc:
+        raise RdmxError(str(exc)) from None
+    _console().print(f"{n} samples → {paths['npz']} and {len(paths) - 1} grid(s) in {out}")
 
 
 @app.command("ui")

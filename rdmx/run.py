@@ -57,6 +57,20 @@ def run_one(resolved: ResolvedRecipe, out: Path, tracker: Tracker, progress: boo
         tracker.end(status)
 
 
+def sweep_figures(resolved: ResolvedRecipe, results: list[dict[str, Any]], out: Path) -> list[Path]:
+    """Figures of a finished sweep, made by the recipe's metrics that know how (``sweep_figure``)."""
+    plugins = get_plugins()
+    made: list[Path] = []
+    data_config = resolved.to_dict()["data"]
+    for i, block in enumerate(resolved.recipe.eval.metrics):
+        metric = plugins.get("metrics", block.name).build(resolved.config(f"eval.metrics[{i}]"))
+        if hasattr(metric, "sweep_figure"):
+            png, table = metric.sweep_figure(results, data_config, out)
+            made += [png, png.with_name("table.md")]
+            print(table)
+    return made
+
+
 def run_recipe(resolved: ResolvedRecipe, out: Path | None = None, progress: bool = True,
                resume: bool = True) -> dict[str, Any]:
     """Run a recipe (or its sweep); writes ``summary.json`` in ``out``."""
@@ -77,7 +91,9 @@ def run_recipe(resolved: ResolvedRecipe, out: Path | None = None, progress: bool
             for i, (values, cell) in enumerate(cells):
                 cell_out = out / f"cell-{i:03d}"
                 s = run_one(cell, cell_out, tracker, progress=progress, nested=True, resume=resume)
-                results.append({"cell": i, "values": values, **s})
+                results.append({"cell": i, "values": values, "out": str(cell_out), **s})
+            for path in sweep_figures(resolved, results, out):
+                tracker.log_artifact(path)
             status = "FINISHED"
         finally:
             summary = {"recipe": resolved.recipe.name, "fingerprint": resolved.fingerprint, "run_id": parent,

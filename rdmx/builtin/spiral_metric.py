@@ -7,14 +7,11 @@ import numpy as np
 from rdmx.builtin.toydata import spiral_curve
 
 
-def distance_to_curve(points: np.ndarray, curve: np.ndarray, chunk: int = 2048) -> np.ndarray:
-    """Distance of each 2-D point to a densely sampled curve (polyline vertices)."""
-    out = np.empty(len(points))
-    for s in range(0, len(points), chunk):
-        p = points[s : s + chunk]
-        d2 = ((p[:, None, :] - curve[None, :, :]) ** 2).sum(-1)
-        out[s : s + chunk] = np.sqrt(d2.min(1))
-    return out
+def distance_to_curve(points: np.ndarray, curve: np.ndarray) -> np.ndarray:
+    """Distance of each 2-D point to the nearest of a dense set of curve points (k-d tree)."""
+    from scipy.spatial import cKDTree
+
+    return cKDTree(curve).query(points, k=1)[0]
 
 
 def spiral_scores(
@@ -54,6 +51,13 @@ class SpiralMetric:
                 radius=self.config.radius,
             ).items()
         }
+
+
+    def sweep_figure(self, cells, data_config, out):
+        """The paper's Fig. 3 for a sweep of spiral runs: PNG grid + recall/medDist table."""
+        from rdmx.builtin.spiral_figure import spiral_sweep_figure
+
+        return spiral_sweep_figure(cells, data_config, out)
 
 
 def build_spiral_metric(config) -> SpiralMetric:

@@ -19,8 +19,9 @@ from rdmx.samples import save_grid
 from rdmx.track.base import NullTracker, Tracker
 from rdmx.train.build import Components, build_components
 from rdmx.train.checkpoint import load_checkpoint, save_checkpoint
-from rdmx.train.gradcache import cached_backward
+from rdmx.train.gradcache import cached_backward, direct_backward
 from rdmx.train.objective import make_loss_fn
+from rdmx.train.sampling import encode_all, generate
 
 
 def step_generator(seed: int, step: int, salt: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -76,19 +77,10 @@ class Trainer:
             return t.lr
         return t.lr_min + 0.5 * (t.lr - t.lr_min) * (1 + math.cos(math.pi * step / max(t.steps - 1, 1)))
 
-    @torch.no_grad()
-    def generate(self, n: int, seed: int, chunk: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def generate(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``n`` samples from fixed noise (the same for every checkpoint with the same seed)."""
-        gen = self.c.generator
-        g = torch.Generator().manual_seed(seed)
-        noise = gen.sample_noise(n, g, self.c.device)
-        cond = gen.sample_conditions(n, g, self.c.device)
-        chunk = chunk or self.recipe.train.micro_batch or self.recipe.train.batch
-        was = gen.training
-        gen.eval()
-        outs = [gen(noise[s : s + chunk], None if cond is None else cond[s : s + chunk]) for s in range(0, n, chunk)]
-        gen.train(was)
-        return torch.cat(outs), cond
+        chunk = self.recipe.train.micro_batch or self.recipe.train.batch
+        return generate(self.c.generator, n, seed, chunk, self.c.device)
 
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, float]:
@@ -98,13 +90,10 @@ class Trainer:
         from rdmx.evaluate.suite import evaluate_features
 
         e = self.recipe.eval
-        n = min(e.n, *(len(self.refs[k].val_bank) for k in self.c.encoders))
+        n = e.n  # evaluate_features cuts each encoder's sets to min(n, bank rows)
         samples, cond = self.generate(n, seed=e.seed + 12345)
-        chunk = self.recipe.train.micro_batch or self.recipe.train.batch
-        gen_feats = {
-            k: torch.cat([enc(samples[s : s + chunk]) for s in range(0, n, chunk)]).cpu()
-            for k, enc in self.c.encoders.items()
-        }
+        self.last_samples = samples
+        gen_feats = encode_all(self.c.encoders, samples, self.recipe.train.micro_batch or self.recipe.train.batch)
         train_banks = {k: self.refs[k].train_bank for k in self.c.encoders}
         val_banks = {k: self.refs[k].val_bank for k in self.c.encoders}
         result = evaluate_features(gen_feats, train_banks, val_banks, self.c.roles, n=n,
@@ -192,7 +181,10 @@ class Trainer:
             cond = gen.sample_conditions(t.batch, g, self.c.device)
             current["gen"] = step_generator(r.seed, step, 1, est_device)
             self.optimizer.zero_grad(set_to_none=True)
-            res = cached_backward(gen, train_encoders, noise, cond, loss_fn, micro, grad_scale=grad_scale)
+            if micro < t.batch:  # gradient caching: memory bounded by one micro-chunk
+                res = cached_backward(gen, train_encoders, noise, cond, loss_fn, micro, grad_scale=grad_scale)
+            else:  # the whole batch fits: the same gradient in one pass
+                res = direct_backward(gen, train_encoders, noise, cond, loss_fn, grad_scale=grad_scale)
             loss = float(res.loss)
             finite = math.isfinite(loss) and all(p.grad is None or torch.isfinite(p.grad).all() for p in params)
             if not finite:
@@ -232,6 +224,8 @@ class Trainer:
             bar.close()
         final = self.evaluate(t.steps)
         grid = self.save_samples(t.steps)
+        if not self.c.info.is_image:  # small vector samples (toys): keep them for figures
+            torch.save(self.last_samples.cpu(), self.out / "final_samples.pt")
         ckpt = self.checkpoint(t.steps)
         wall = time.perf_counter() - t0
         first_eval = self.state.evals.get(0, {})
