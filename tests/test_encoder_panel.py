@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from rdmx.plugins import get_plugins
+from rdmx.plugins import Plugins
 
 # shared/reference/panel.md: name -> (role, input resolution, dim)
 PANEL = {
@@ -19,7 +19,7 @@ PANEL = {
 
 
 def test_all_panel_encoders_registered_with_paper_facts():
-    reg = get_plugins().registry("encoders")
+    reg = Plugins().load().registry("encoders")  # fresh: nothing built yet
     for name, (role, res, dim) in PANEL.items():
         e = reg.get(name)
         assert (e.meta["role_hint"], e.meta["resolution"], e.meta["dim"]) == (role, res, dim), name
