@@ -95,3 +95,70 @@ def test_radio_without_cached_code_is_a_clear_error(cache):
     with pytest.raises(WeightsMissingError, match="rdmx weights fetch radio"):
         E["radio"].build({"trust_remote_code": True})
     assert time.perf_counter() - t < 5
+
+
+CONFIG_CODE = '''
+from transformers import PretrainedConfig
+
+
+class MockRadioConfig(PretrainedConfig):
+    model_type = "mock_radio"
+
+    def __init__(self, width=8, summary_dim=24, **kw):
+        self.width = width
+        self.summary_dim = summary_dim
+        super().__init__(**kw)
+'''
+
+MODEL_CODE = '''
+import torch
+from transformers import PreTrainedModel
+
+from .configuration_mock import MockRadioConfig
+
+
+class MockRadioModel(PreTrainedModel):
+    config_class = MockRadioConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.patch = torch.nn.Conv2d(3, config.width, 16, 16)
+        self.head = torch.nn.Linear(config.width, config.summary_dim)
+        self.post_init()
+
+    def forward(self, x):
+        tokens = self.patch(x).flatten(2).transpose(1, 2)
+        return self.head(tokens.mean(1)), tokens
+'''
+
+
+def test_radio_loads_cached_remote_code_when_opted_in(cache):
+    """A stand-in for the RADIO repo (remote-code config + model in the snapshot) goes through the
+    same trust_remote_code path offline; features are the model's summary output."""
+    import json
+
+    from transformers import AutoConfig, AutoModel
+
+    snap = cache / "hf" / "hub" / "models--nvidia--C-RADIOv3-L" / "snapshots" / "c0de"
+    snap.mkdir(parents=True)
+    (snap / "configuration_mock.py").write_text(CONFIG_CODE)
+    (snap / "modeling_mock.py").write_text(MODEL_CODE)
+    (snap / "config.json").write_text(json.dumps({
+        "model_type": "mock_radio", "width": 8, "summary_dim": 24,
+        "auto_map": {"AutoConfig": "configuration_mock.MockRadioConfig", "AutoModel": "modeling_mock.MockRadioModel"}}))
+    cfg = AutoConfig.from_pretrained(str(snap), trust_remote_code=True, local_files_only=True)
+    torch.manual_seed(0)
+    AutoModel.from_config(cfg, trust_remote_code=True).save_pretrained(str(snap))
+    assert E["radio"].meta["weights_available"]()
+
+    enc = E["radio"].build({"trust_remote_code": True, "resolution": 64})
+    assert (enc.dim, enc.spec.revision, enc.spec.weights) == (24, "c0de", "pretrained")
+    assert enc.spec.mean == (0.0, 0.0, 0.0) and enc.spec.std == (1.0, 1.0, 1.0)
+    x = torch.rand(2, 3, 64, 64)
+    ref = AutoModel.from_pretrained(str(snap), trust_remote_code=True, local_files_only=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(enc.features(enc.preprocess(x)), ref(x)[0], rtol=1e-5, atol=1e-6)
+    check_encoder_contract(enc, batch=2, size=32)
+    rnd = E["radio"].build({"trust_remote_code": True, "weights": "random", "resolution": 64, "seed": 1})
+    assert rnd.spec.weights == "random" and rnd.fingerprint != enc.fingerprint
+    assert not torch.allclose(rnd(x), enc(x))
