@@ -33,7 +33,7 @@ def rdmx_register_encoders(register):
         description="SigLIP2 SO400M/16-256 text tower (open_clip), last-token pool + projection, L2-normalised",
         family="open_clip",
         checkpoint=f"hf-hub:{SIGLIP2_REPO}",
-        resolution=0,
+        resolution=None,  # text: see context_length
         context_length=64,
         dim=1152,
         pooling="last",
