@@ -45,7 +45,7 @@ _KIND_COLUMNS = {
 
 @app.command("list")
 def list_cmd(
-    kind: Annotated[str, typer.Argument(help=f"one of: {', '.join(KINDS)}")],
+    kind: Annotated[Optional[str], typer.Argument(help=f"one of: {', '.join(KINDS)} (none: a count of each)")] = None,
     pattern: Annotated[str, typer.Argument(help="glob filter on names, e.g. 'toy-*'")] = "*",
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
@@ -53,6 +53,15 @@ def list_cmd(
     from rdmx.errors import close_matches
     from rdmx.plugins import get_plugins
 
+    if kind is None:
+        plugins = get_plugins()
+        counts = {k: len(plugins.registry(k)) for k in KINDS}
+        if as_json:
+            typer.echo(json.dumps(counts))
+        else:
+            for k, v in counts.items():
+                typer.echo(f"{k:<11} {v:>3}   rdmx list {k}")
+        return
     if kind not in KINDS:
         raise RdmxError(f"unknown kind '{kind}'{close_matches(kind, KINDS)}; kinds: {', '.join(KINDS)}")
     plugins = get_plugins()
