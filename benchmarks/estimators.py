@@ -160,7 +160,7 @@ def main() -> None:
                     ny_att = float(est.attraction(g, ref, [0], [sigma])[0])
                     ex_att = float(kernel_sum(g, bank, [sigma], block_elems=block_elems)[0]) / (b * bank.shape[0])
                 rel = abs(ny_att - ex_att) / abs(ex_att)
-                rows = {"nystrom": lambda x: est.loss(x, ref), "exact": lambda x: exact_loss(x, bank, sigma, k_rr, block_elems)}
+                rows = {"nystrom": lambda x, ref=ref: est.loss(x, ref), "exact": lambda x: exact_loss(x, bank, sigma, k_rr, block_elems)}
                 if b <= args.naive_max_batch:
                     rows["naive"] = lambda x: naive_loss(x, z, alpha, k_rr, sigma)
                 results = {k: measure(fn, g, device, args.repeats) for k, fn in rows.items()}

@@ -12,16 +12,12 @@ from rdmx.errors import RdmxError
 from rdmx.registry import EmptyConfig, Entry, Registry
 from rdmx.represent import weights
 from rdmx.represent.presets import HFSource, URLSource, availability, hf_hub_cache, torch_hub_dir
+from rdmx.testing import isolate_weight_caches
 
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return tmp_path
+    return isolate_weight_caches(tmp_path, monkeypatch)
 
 
 def _registry(tmp_path):

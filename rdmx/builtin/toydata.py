@@ -83,7 +83,6 @@ def build_spiral(config) -> TensorData:
     emb = spiral_embedding(config.dim, config.embed_seed)
     tx = torch.as_tensor(train2 @ emb.T, dtype=torch.float32)
     vx = torch.as_tensor(val2 @ emb.T, dtype=torch.float32)
-    zeros = torch.zeros
     return TensorData(
         "spiral", tx, -torch.ones(len(tx), dtype=torch.long), vx, -torch.ones(len(vx), dtype=torch.long),
         [], config.model_dump(), embedding=emb,

@@ -13,7 +13,6 @@ from typing import Any
 import torch
 
 from rdmx import __version__
-from rdmx.errors import RdmxError
 from rdmx.recipe import ResolvedRecipe
 from rdmx.samples import save_grid
 from rdmx.track.base import NullTracker, Tracker

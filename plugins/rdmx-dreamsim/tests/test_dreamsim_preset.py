@@ -10,17 +10,14 @@ import pytest
 import torch
 
 from rdmx.errors import RdmxError, WeightsMissingError
-from rdmx.registry import Entry
 from rdmx.represent.presets import check_encoder_contract
 from rdmx_dreamsim import encoder as ds_encoder
 from rdmx_dreamsim.plugin import rdmx_register_encoders
+from rdmx.testing import registered_entry, isolate_weight_caches
 
 
 def _entry():
-    got = {}
-    rdmx_register_encoders(lambda name, factory, config, description="", **meta: got.update(
-        e=Entry("encoders", name, factory, config, description, "rdmx-dreamsim", "0", meta)))
-    return got["e"]
+    return registered_entry(rdmx_register_encoders, "rdmx-dreamsim")
 
 
 ENTRY = _entry()
@@ -28,11 +25,7 @@ ENTRY = _entry()
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-    monkeypatch.delenv("RDMX_DREAMSIM_HOME", raising=False)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    return tmp_path
+    return isolate_weight_caches(tmp_path, monkeypatch)
 
 
 def test_panel_facts_and_real_size_on_meta():

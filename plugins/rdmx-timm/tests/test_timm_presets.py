@@ -12,6 +12,7 @@ from timm.models import get_pretrained_cfg
 from rdmx.errors import RdmxError, WeightsMissingError
 from rdmx.represent.presets import check_encoder_contract
 from rdmx_timm.plugin import rdmx_register_encoders
+from rdmx.testing import isolate_weight_caches
 
 # The paper panel (shared/reference/panel.md), written out independently of the presets module.
 PANEL = {
@@ -124,12 +125,7 @@ def test_unknown_option_is_rejected():
 
 @pytest.fixture
 def empty_cache(tmp_path, monkeypatch):
-    for var in ("HF_HUB_CACHE",):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    return tmp_path
+    return isolate_weight_caches(tmp_path, monkeypatch)
 
 
 def test_missing_pretrained_weights_fail_fast(empty_cache):

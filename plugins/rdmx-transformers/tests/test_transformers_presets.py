@@ -11,6 +11,7 @@ from rdmx.errors import RdmxError, WeightsMissingError
 from rdmx.registry import Entry
 from rdmx.represent.presets import check_encoder_contract
 from rdmx_transformers.plugin import rdmx_register_encoders
+from rdmx.testing import isolate_weight_caches
 
 
 def _entries():
@@ -25,11 +26,7 @@ E = _entries()
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    return tmp_path
+    return isolate_weight_caches(tmp_path, monkeypatch)
 
 
 def test_panel_facts():
