@@ -78,7 +78,7 @@ def test_shards_hold_the_encoder_features_in_row_order(data, tmp_path):
 
 
 class Interrupt(Exception):
-    pass
+    """Raised from the shard callback to simulate a killed extraction."""
 
 
 def test_killed_extraction_resumes_to_identical_shards(data, tmp_path):
