@@ -12,7 +12,8 @@ from rdmx.recipe import ResolvedRecipe
 from rdmx.samples import save_grid, save_npz
 from rdmx.train.build import Components, build_components
 from rdmx.train.checkpoint import load_checkpoint
-from rdmx.train.sampling import encode_all, generate
+from rdmx.train.evaluation import evaluate_generator
+from rdmx.train.sampling import generate
 
 SAMPLE_SEED = 2024  # fixed noise for checkpoint sampling: comparable across checkpoints
 
@@ -27,13 +28,12 @@ def load_generator(resolved: ResolvedRecipe, checkpoint: str | Path) -> tuple[Co
 
 
 def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path, *, n: int | None = None,
-                        out: Path | None = None, metrics=("sw", "mmdr", "fd"), progress: bool = True,
+                        out: Path | None = None, suite=None, progress: bool = True,
                         log: bool = True):
-    """SW_rK (all / training / held-out encoders), MMDr and FD of a checkpoint's samples.
+    """SW_rK (all / training / held-out encoders), MMDr and FD of a checkpoint's samples
+    (``suite`` overrides the recipe's ``eval.suite``).
 
     Writes ``out/eval.json``; logs to the MLflow run that made the checkpoint when tracking is on."""
-    from rdmx.evaluate.base import EncoderFeatures, EvalContext
-    from rdmx.evaluate.suite import evaluate_features
     from rdmx.reference.build import build_references
     from rdmx.train.loop import write_json_atomic
 
@@ -45,26 +45,13 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path, *, n: 
         eval_rows=n, seed=r.seed, device=comp.device, progress=progress,
         batch_size=r.reference.batch_size, num_workers=r.reference.workers,
     )
-    chunk = r.train.micro_batch or r.train.batch
-    samples, cond = generate(comp.generator, n, r.eval.seed + 12345, chunk, comp.device)
-    gen_feats = encode_all(comp.encoders, samples, chunk)
-    result = evaluate_features(
-        gen_feats, {k: v.train_bank for k, v in refs.items()}, {k: v.val_bank for k, v in refs.items()},
-        comp.roles, n=n, directions=r.eval.directions, seed=r.eval.seed, metrics=metrics,
-    )
+    r_eval = r.eval.model_copy(update={"n": n, "suite": list(suite or r.eval.suite)})
+    ev = evaluate_generator(comp.generator, comp.encoders, comp.roles, refs, r_eval,
+                            chunk=r.train.micro_batch or r.train.batch, device=comp.device,
+                            metrics=comp.metrics, data=comp.data, step=int(ckpt["step"]))
+    result = ev.result
     result.settings["checkpoint"] = str(checkpoint)
     result.settings["step"] = int(ckpt["step"])
-    extra: dict[str, float] = {}
-    if comp.metrics:
-        ctx = EvalContext(
-            features={k: EncoderFeatures(gen_feats[k], refs[k].train_bank, refs[k].val_bank, comp.roles[k])
-                      for k in comp.encoders},
-            samples=samples.cpu(), labels=None if cond is None else cond.cpu(), step=int(ckpt["step"]),
-        )
-        ctx.data = comp.data
-        for metric in comp.metrics:
-            extra.update({k: float(v) for k, v in metric(ctx).items()})
-        result.summary.update(extra)
     if out is not None:
         write_json_atomic(Path(out) / "eval.json", result.to_dict())
     if log and r.tracking.backend != "none":
@@ -73,7 +60,7 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path, *, n: 
         tracker = make_tracker(r.tracking)
         tracker.start(f"{r.name}-eval", {}, run_id=ckpt.get("run_id"))
         try:
-            tracker.log_metrics({f"eval/{k}": v for k, v in result.flat().items()}, int(ckpt["step"]))
+            tracker.log_metrics({f"eval/{k}": v for k, v in ev.scalars().items()}, int(ckpt["step"]))
             if out is not None:
                 tracker.log_artifact(Path(out) / "eval.json", "eval")
         finally:

@@ -93,6 +93,9 @@ class EvalConfig(_Strict):
     n: int = Field(16384, ge=2)
     directions: int = Field(1024, ge=1)
     seed: int = 0
+    suite: list[Literal["sw", "mmdr", "fd"]] = Field(
+        default_factory=lambda: ["sw", "mmdr", "fd"], min_length=1,
+        description="SW_rK, MMDr (RFF) and per-encoder FD against the real banks")
     metrics: list[Component] = Field(default_factory=list)
 
 

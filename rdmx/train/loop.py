@@ -20,7 +20,8 @@ from rdmx.train.build import Components, build_components
 from rdmx.train.checkpoint import load_checkpoint, save_checkpoint
 from rdmx.train.gradcache import cached_backward, direct_backward
 from rdmx.train.objective import make_loss_fn
-from rdmx.train.sampling import encode_all, generate
+from rdmx.train.evaluation import evaluate_generator
+from rdmx.train.sampling import generate
 
 
 def step_generator(seed: int, step: int, salt: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -81,32 +82,14 @@ class Trainer:
         chunk = self.recipe.train.micro_batch or self.recipe.train.batch
         return generate(self.c.generator, n, seed, chunk, self.c.device)
 
-    @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, float]:
-        """Off-objective evaluation of the current generator: SW_r per encoder and its means over
-        all, training and held-out encoders, plus the recipe's ``[eval] metrics``."""
-        from rdmx.evaluate.base import EncoderFeatures, EvalContext
-        from rdmx.evaluate.suite import evaluate_features
-
-        e = self.recipe.eval
-        n = e.n  # evaluate_features cuts each encoder's sets to min(n, bank rows)
-        samples, cond = self.generate(n, seed=e.seed + 12345)
-        self.last_samples = samples
-        gen_feats = encode_all(self.c.encoders, samples, self.recipe.train.micro_batch or self.recipe.train.batch)
-        train_banks = {k: self.refs[k].train_bank for k in self.c.encoders}
-        val_banks = {k: self.refs[k].val_bank for k in self.c.encoders}
-        result = evaluate_features(gen_feats, train_banks, val_banks, self.c.roles, n=n,
-                                   directions=e.directions, seed=e.seed, metrics=("sw",))
-        metrics = {f"eval/{k}": float(v) for k, v in result.flat().items() if not k.startswith(("sw_gen", "sw_val"))}
-        if self.c.metrics:
-            ctx = EvalContext(
-                features={k: EncoderFeatures(gen_feats[k], train_banks[k], val_banks[k], self.c.roles[k])
-                          for k in self.c.encoders},
-                samples=samples.cpu(), labels=None if cond is None else cond.cpu(), step=step,
-            )
-            ctx.data = self.c.data  # sample metrics on toy data (spiral) read the data's geometry
-            for metric in self.c.metrics:
-                metrics.update({f"eval/{k}": float(v) for k, v in metric(ctx).items()})
+        """Off-objective evaluation of the current generator (see rdmx.train.evaluation)."""
+        t = self.recipe.train
+        ev = evaluate_generator(self.c.generator, self.c.encoders, self.c.roles, self.refs, self.recipe.eval,
+                                chunk=t.micro_batch or t.batch, device=self.c.device, metrics=self.c.metrics,
+                                data=self.c.data, step=step)
+        self.last_samples = ev.samples
+        metrics = {f"eval/{k}": v for k, v in ev.scalars().items()}
         self.state.evals[step] = metrics
         self.tracker.log_metrics(metrics, step)
         return metrics
