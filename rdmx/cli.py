@@ -209,7 +209,9 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
         table.add_column("metric")
         table.add_column("step 0", justify="right")
         table.add_column("final", justify="right")
-        shown = [k for k in sorted(summary["final"]) if k.count("/") == 1 or k.startswith("eval/sw_r/")]
+        encoders = set(summary.get("roles", {}))
+        shown = [k for k in sorted(summary["final"])
+                 if k.rsplit("/", 1)[-1] not in encoders or k.startswith("eval/sw_r/")]
         for k in shown:  # the means, and SW_r per encoder (everything else is in summary.json / MLflow)
             a = summary["initial"].get(k)
             table.add_row(k.removeprefix("eval/"), "" if a is None else f"{a:.4g}", f"{summary['final'][k]:.4g}")

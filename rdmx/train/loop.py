@@ -220,6 +220,7 @@ class Trainer:
             "batch": t.batch,
             "micro_batch": micro,
             "skipped_steps": skipped,
+            "roles": dict(self.c.roles),
             "wall_time_s": round(wall, 2),
             "initial": first_eval,
             "final": final,
