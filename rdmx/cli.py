@@ -29,10 +29,9 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")
 
 
 def _console(stderr: bool = False):
-    from rich.console import Console
+    from rdmx.console import console
 
-    stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 200)
+    return console(stderr)
 
 
 # -- inspection ---------------------------------------------------------------------------

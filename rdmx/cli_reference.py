@@ -46,10 +46,10 @@ def summary_rows(refs: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def print_summary(refs: dict[str, Any], console=None) -> None:
-    from rich.console import Console
+    from rdmx.console import console as rich_console
     from rich.table import Table
 
-    con = console or Console(highlight=False)
+    con = console or rich_console()
     table = Table(title="reference material")
     for col in ("encoder", "role", "fingerprint", "dim", "rows", "m", "sigma", "floor", "banks train/val"):
         table.add_column(col, justify="left" if col in ("encoder", "role", "fingerprint") else "right")

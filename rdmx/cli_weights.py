@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
+from rdmx.console import console as Console
 from rich.table import Table
 
 from rdmx.errors import RdmxError
@@ -38,5 +38,5 @@ def fetch_weights(names: list[str] = typer.Argument(..., help="encoder names, e.
         for s in fetch(names, _registry()):
             Console().print(f"{s.name}: {s.label}")
     except RdmxError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        Console(True).print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
