@@ -142,7 +142,6 @@ class Trainer:
         accumulation = t.batch // micro
         grad_scale = 1.0 / accumulation if t.loss_scale == "accumulation" else 1.0
         train_encoders = {k: self.c.encoders[k] for k in self.c.train_names}
-        est_device = self.c.device
         current: dict[str, Any] = {"gen": None}
         refs = {k: self.refs[k].reference for k in self.c.train_names}
         loss_fn = make_loss_fn(self.c.estimator, refs, self.c.balancer.weights, lambda: current["gen"])
@@ -161,7 +160,7 @@ class Trainer:
             g = step_generator(r.seed, step, 0)
             noise = gen.sample_noise(t.batch, g, self.c.device)
             cond = gen.sample_conditions(t.batch, g, self.c.device)
-            current["gen"] = step_generator(r.seed, step, 1, est_device)
+            current["gen"] = step_generator(r.seed, step, 1)  # estimators draw on the CPU, then move
             self.optimizer.zero_grad(set_to_none=True)
             if micro < t.batch:  # gradient caching: memory bounded by one micro-chunk
                 res = cached_backward(gen, train_encoders, noise, cond, loss_fn, micro, grad_scale=grad_scale)
