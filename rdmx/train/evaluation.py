@@ -43,7 +43,7 @@ def evaluate_generator(
     val = {k: refs[k].val_bank for k in encoders}
     # each encoder's three sets are cut to min(n, bank rows) by seeded subsamples
     result = evaluate_features(feats, train, val, dict(roles), n=e.n, directions=e.directions, seed=e.seed,
-                               metrics=tuple(e.suite))
+                               metrics=tuple(e.suite), device=device)
     if metrics:
         ctx = EvalContext(
             features={k: EncoderFeatures(feats[k], train[k], val[k], roles[k]) for k in encoders},
