@@ -66,9 +66,11 @@ class Trainer:
             seed=r.seed, device=self.c.device, progress=self.progress,
             batch_size=r.reference.batch_size, num_workers=r.reference.workers,
         )
-        floors = {k: self.refs[k].floor for k in self.c.train_names}
+        self.floors = {k: self.refs[k].floor for k in self.c.train_names}
         if hasattr(self.c.balancer, "set_floors"):
-            self.c.balancer.set_floors(floors)
+            self.c.balancer.set_floors(self.floors)
+        # the real-data floor of each training encoder's loss: the level a perfect generator reaches
+        self.tracker.log_metrics({f"floor/{k}": v for k, v in self.floors.items() if v is not None}, 0)
 
     # -- pieces of a step ------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -220,6 +222,7 @@ class Trainer:
             "micro_batch": micro,
             "skipped_steps": skipped,
             "roles": dict(self.c.roles),
+            "floors": self.floors,
             "wall_time_s": round(wall, 2),
             "initial": first_eval,
             "final": final,
