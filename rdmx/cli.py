@@ -203,6 +203,8 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
             shown = [v.get("name", str(v)) if isinstance(v, dict) else str(v) for v in (c["values"][k] for k in keys)]
             table.add_row(*shown, *[f"{c['final'].get(m, float('nan')):.4g}" for m in metric_keys])
         con.print(table)
+        if (out_dir / "table.md").is_file():
+            con.print((out_dir / "table.md").read_text(), markup=False)
     else:
         table = Table(title=f"{summary['recipe']}: {summary['steps']} steps in {summary['wall_time_s']:.1f} s")
         table.add_column("metric")

@@ -65,9 +65,8 @@ def sweep_figures(resolved: ResolvedRecipe, results: list[dict[str, Any]], out: 
     for i, block in enumerate(resolved.recipe.eval.metrics):
         metric = plugins.get("metrics", block.name).build(resolved.config(f"eval.metrics[{i}]"))
         if hasattr(metric, "sweep_figure"):
-            png, table = metric.sweep_figure(results, data_config, out)
+            png, _ = metric.sweep_figure(results, data_config, out)
             made += [png, png.with_name("table.md")]
-            print(table)
     return made
 
 
@@ -80,6 +79,7 @@ def run_recipe(resolved: ResolvedRecipe, out: Path | None = None, progress: bool
     tracker = make_tracker(resolved.recipe.tracking)
     if not resolved.recipe.sweep:
         summary = run_one(resolved, out, tracker, progress=progress, resume=resume)
+        write_json_atomic(out / "summary.json", summary)
     else:
         cells = sweep_cells(resolved)
         parent = tracker.start(f"{resolved.recipe.name}-sweep-{resolved.fingerprint[:8]}", {"sweep": json.dumps(resolved.recipe.sweep)},
@@ -98,8 +98,6 @@ def run_recipe(resolved: ResolvedRecipe, out: Path | None = None, progress: bool
         finally:
             summary = {"recipe": resolved.recipe.name, "fingerprint": resolved.fingerprint, "run_id": parent,
                        "sweep": resolved.recipe.sweep, "cells": results}
-            write_json_atomic(out / "summary.json", summary)
+            write_json_atomic(out / "summary.json", summary)  # also what finished of a failed sweep
             tracker.end(status)
-        resolved._sweep_results = results  # noqa: SLF001 - for figure makers
-    write_json_atomic(out / "summary.json", summary)
     return summary
