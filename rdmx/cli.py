@@ -184,9 +184,16 @@ def run_cmd(
         return
     from rdmx.run import default_out_dir, run_recipe
 
+    from rdmx.train.distributed import from_environment, shutdown
+
     out_dir = out or default_out_dir(resolved)
-    summary = run_recipe(resolved, out_dir, progress=not no_progress, resume=not fresh)
-    _print_summary(summary, out_dir)
+    try:
+        summary = run_recipe(resolved, out_dir, progress=not no_progress, resume=not fresh)
+    finally:
+        main = from_environment().main
+        shutdown()
+    if main:
+        _print_summary(summary, out_dir)
 
 
 def _print_summary(summary: dict, out_dir: Path) -> None:

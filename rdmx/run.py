@@ -8,7 +8,8 @@ from typing import Any
 
 from rdmx.plugins import get_plugins
 from rdmx.recipe import ResolvedRecipe, sweep_cells
-from rdmx.track.base import Tracker, make_tracker
+from rdmx.track.base import NullTracker, Tracker, make_tracker
+from rdmx.train.distributed import from_environment
 
 
 def default_out_dir(resolved: ResolvedRecipe) -> Path:
@@ -21,6 +22,9 @@ def plugin_versions() -> dict[str, str]:
 
 def _log_common_artifacts(tracker: Tracker, resolved: ResolvedRecipe, out: Path) -> None:
     from rdmx.train.loop import write_json_atomic
+
+    if isinstance(tracker, NullTracker) and not from_environment().main:
+        return
 
     write_json_atomic(out / "recipe.resolved.json", resolved.to_dict())
     write_json_atomic(out / "plugins.json", plugin_versions())
@@ -76,10 +80,12 @@ def run_recipe(resolved: ResolvedRecipe, out: Path | None = None, progress: bool
     from rdmx.train.loop import write_json_atomic
 
     out = Path(out) if out else default_out_dir(resolved)
-    tracker = make_tracker(resolved.recipe.tracking)
+    main = from_environment().main  # under torchrun only rank 0 tracks and writes summaries
+    tracker = make_tracker(resolved.recipe.tracking) if main else NullTracker()
     if not resolved.recipe.sweep:
         summary = run_one(resolved, out, tracker, progress=progress, resume=resume)
-        write_json_atomic(out / "summary.json", summary)
+        if main:
+            write_json_atomic(out / "summary.json", summary)
     else:
         cells = sweep_cells(resolved)
         parent = tracker.start(f"{resolved.recipe.name}-sweep-{resolved.fingerprint[:8]}", {"sweep": json.dumps(resolved.recipe.sweep)},
@@ -92,12 +98,13 @@ def run_recipe(resolved: ResolvedRecipe, out: Path | None = None, progress: bool
                 cell_out = out / f"cell-{i:03d}"
                 s = run_one(cell, cell_out, tracker, progress=progress, nested=True, resume=resume)
                 results.append({"cell": i, "values": values, "out": str(cell_out), **s})
-            for path in sweep_figures(resolved, results, out):
+            for path in sweep_figures(resolved, results, out) if main else []:
                 tracker.log_artifact(path)
             status = "FINISHED"
         finally:
             summary = {"recipe": resolved.recipe.name, "fingerprint": resolved.fingerprint, "run_id": parent,
                        "sweep": resolved.recipe.sweep, "cells": results}
-            write_json_atomic(out / "summary.json", summary)  # also what finished of a failed sweep
+            if main:
+                write_json_atomic(out / "summary.json", summary)  # also what finished of a failed sweep
             tracker.end(status)
     return summary

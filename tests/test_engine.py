@@ -115,3 +115,20 @@ def test_checkpoint_of_another_recipe_is_refused(tmp_path):
 
     with pytest.raises(RdmxError, match="fingerprint"):
         Trainer(other, tmp_path / "o", progress=False).run(resume=True)
+
+
+def test_balancer_weights_of_each_step_reach_the_loss(tmp_path):
+    """λ returned by the balancer after step 1 is what step 2's gradient uses (here: all zero)."""
+    from rdmx.represent.balancers import UniformBalancer
+
+    class ZeroAfterFirst(UniformBalancer):
+        def _next_weights(self, scores):
+            return {n: 0.0 for n in self.names}
+
+    r = tiny(tmp_path, "train.steps=2")
+    trainer = Trainer(r, tmp_path / "o", progress=False)
+    trainer.c.balancer = ZeroAfterFirst(trainer.c.train_names)
+    trainer.run(resume=False)
+    h = trainer.state.history
+    assert h[0]["grad_norm"] > 0 and h[0]["weight/conv-a"] == 1.0
+    assert h[1]["grad_norm"] == 0.0 and h[1]["weight/conv-a"] == 0.0

@@ -59,10 +59,12 @@ def data_info(data) -> DataInfo:
     return DataInfo(shape, data.num_classes, tuple(data.class_names))
 
 
-def build_components(resolved: ResolvedRecipe, plugins: Plugins | None = None) -> Components:
+def build_components(resolved: ResolvedRecipe, plugins: Plugins | None = None, local_rank: int = 0) -> Components:
     plugins = plugins or get_plugins()
     r = resolved.recipe
     device = resolve_device(r.train.device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)  # one GPU per torchrun process
     torch.manual_seed(r.seed)
     data = _build(plugins, "datasets", "data", r.data.name, resolved)
     info = data_info(data)

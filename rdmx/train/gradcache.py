@@ -94,9 +94,13 @@ def direct_backward(
     cond: torch.Tensor | None,
     loss_fn: LossFn,
     grad_scale: float = 1.0,
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> StepResult:
     """The same gradient by one ordinary forward/backward over the whole batch (the baseline)."""
     full = _encode(encoders, generator(noise, cond))
+    if gather:
+        full = {k: gather(v) for k, v in full.items()}
+        cond = gather(cond) if cond is not None else None
     loss, raws = loss_fn(full, cond)
     (loss * grad_scale).backward()
     return StepResult(loss.detach(), {k: v.detach() for k, v in raws.items()})

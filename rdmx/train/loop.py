@@ -13,11 +13,13 @@ from typing import Any
 import torch
 
 from rdmx import __version__
+from rdmx.errors import RdmxError
 from rdmx.recipe import ResolvedRecipe
 from rdmx.samples import save_grid
 from rdmx.track.base import NullTracker, Tracker
 from rdmx.train.build import Components, build_components
 from rdmx.train.checkpoint import load_checkpoint, save_checkpoint
+from rdmx.train.distributed import DistContext, from_environment
 from rdmx.train.gradcache import cached_backward, direct_backward
 from rdmx.train.objective import make_loss_fn
 from rdmx.train.evaluation import evaluate_generator
@@ -42,13 +44,20 @@ class Trainer:
     """Runs one resolved recipe end to end."""
 
     def __init__(self, resolved: ResolvedRecipe, out_dir: str | Path, tracker: Tracker | None = None,
-                 progress: bool = True, components: Components | None = None):
+                 progress: bool = True, components: Components | None = None, dist: DistContext | None = None):
         self.resolved = resolved
         self.recipe = resolved.recipe
         self.out = Path(out_dir)
-        self.tracker = tracker or NullTracker()
-        self.progress = progress
-        self.c = components or build_components(resolved)
+        self.dist = dist or from_environment()
+        t = self.recipe.train
+        if t.batch % ((t.micro_batch or 1) * self.dist.world):
+            raise RdmxError(
+                f"train.batch ({t.batch}) must be a multiple of micro_batch × world size "
+                f"({t.micro_batch or 1} × {self.dist.world}): N = micro_batch × world_size × accumulation"
+            )
+        self.tracker = (tracker or NullTracker()) if self.dist.main else NullTracker()
+        self.progress = progress and self.dist.main
+        self.c = components or build_components(resolved, local_rank=self.dist.local_rank)
         self.refs: dict[str, Any] = {}
         self.state = RunState()
 
@@ -85,7 +94,9 @@ class Trainer:
         return generate(self.c.generator, n, seed, chunk, self.c.device)
 
     def evaluate(self, step: int) -> dict[str, float]:
-        """Off-objective evaluation of the current generator (see rdmx.train.evaluation)."""
+        """Off-objective evaluation of the current generator (see rdmx.train.evaluation); rank 0 only."""
+        if not self.dist.main:
+            return {}
         t = self.recipe.train
         ev = evaluate_generator(self.c.generator, self.c.encoders, self.c.roles, self.refs, self.recipe.eval,
                                 chunk=t.micro_batch or t.batch, device=self.c.device, metrics=self.c.metrics,
@@ -97,7 +108,7 @@ class Trainer:
         return metrics
 
     def save_samples(self, step: int) -> Path | None:
-        if not self.c.info.is_image:
+        if not self.c.info.is_image or not self.dist.main:
             return None
         info = self.c.info
         k = max(info.num_classes, 1)
@@ -116,10 +127,41 @@ class Trainer:
 
     def checkpoint(self, step: int) -> Path:
         path = self.out / "checkpoints" / "last.pt"
+        if not self.dist.main:
+            return path
         save_checkpoint(path, step=step, generator=self.c.generator, optimizer=self.optimizer,
                         balancer=self.c.balancer, fingerprint=self.resolved.fingerprint,
                         run_id=self.tracker.run_id, extra={"history_tail": self.state.history[-5:]})
         return path
+
+    def compute_gradient(self, step: int):
+        """Accumulate into the generator's ``.grad`` the full-batch gradient of step ``step``'s loss.
+
+        Every rank draws the same global noise and keeps its slice; gradient caching bounds memory
+        by one micro-chunk; under torchrun the features are gathered and the gradients summed, so
+        every rank holds the single-process gradient."""
+        r, t = self.recipe, self.recipe.train
+        gen = self.c.generator
+        local = t.batch // self.dist.world  # this rank's share of the global batch N
+        micro = min(t.micro_batch or local, local)
+        accumulation = t.batch // (micro * self.dist.world)
+        grad_scale = 1.0 / accumulation if t.loss_scale == "accumulation" else 1.0
+        gather = self.dist.gather if self.dist.world > 1 else None
+        rows = self.dist.slice(t.batch)
+        g = step_generator(r.seed, step, 0)
+        noise = gen.sample_noise(t.batch, g, self.c.device)[rows]
+        cond = gen.sample_conditions(t.batch, g, self.c.device)
+        cond = None if cond is None else cond[rows]
+        estimator_rng = step_generator(r.seed, step, 1)  # estimators draw on the CPU, then move
+        refs = {k: self.refs[k].reference for k in self.c.train_names}
+        loss_fn = make_loss_fn(self.c.estimator, refs, self.c.balancer.weights, lambda: estimator_rng)
+        train_encoders = {k: self.c.encoders[k] for k in self.c.train_names}
+        if micro < local:  # gradient caching: memory bounded by one micro-chunk
+            res = cached_backward(gen, train_encoders, noise, cond, loss_fn, micro, gather=gather, grad_scale=grad_scale)
+        else:  # the whole share fits: the same gradient in one pass
+            res = direct_backward(gen, train_encoders, noise, cond, loss_fn, grad_scale=grad_scale, gather=gather)
+        self.dist.sum_gradients([p for p in gen.parameters() if p.requires_grad])
+        return res
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self, resume: bool = True) -> dict[str, Any]:
@@ -140,13 +182,6 @@ class Trainer:
             torch.set_rng_state(ckpt["torch_rng"])
             start = int(ckpt["step"])
         self.prepare_references()
-        micro = t.micro_batch or t.batch
-        accumulation = t.batch // micro
-        grad_scale = 1.0 / accumulation if t.loss_scale == "accumulation" else 1.0
-        train_encoders = {k: self.c.encoders[k] for k in self.c.train_names}
-        current: dict[str, Any] = {"gen": None}
-        refs = {k: self.refs[k].reference for k in self.c.train_names}
-        loss_fn = make_loss_fn(self.c.estimator, refs, self.c.balancer.weights, lambda: current["gen"])
         if start == 0:
             self.evaluate(0)
         bar = None
@@ -159,15 +194,8 @@ class Trainer:
             ts = time.perf_counter()
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr_at(step)
-            g = step_generator(r.seed, step, 0)
-            noise = gen.sample_noise(t.batch, g, self.c.device)
-            cond = gen.sample_conditions(t.batch, g, self.c.device)
-            current["gen"] = step_generator(r.seed, step, 1)  # estimators draw on the CPU, then move
             self.optimizer.zero_grad(set_to_none=True)
-            if micro < t.batch:  # gradient caching: memory bounded by one micro-chunk
-                res = cached_backward(gen, train_encoders, noise, cond, loss_fn, micro, grad_scale=grad_scale)
-            else:  # the whole batch fits: the same gradient in one pass
-                res = direct_backward(gen, train_encoders, noise, cond, loss_fn, grad_scale=grad_scale)
+            res = self.compute_gradient(step)
             loss = float(res.loss)
             finite = math.isfinite(loss) and all(p.grad is None or torch.isfinite(p.grad).all() for p in params)
             if not finite:
@@ -207,7 +235,7 @@ class Trainer:
             bar.close()
         final = self.evaluate(t.steps)
         grid = self.save_samples(t.steps)
-        if not self.c.info.is_image:  # small vector samples (toys): keep them for figures
+        if not self.c.info.is_image and self.dist.main:  # small vector samples (toys): keep them for figures
             torch.save(self.last_samples.cpu(), self.out / "final_samples.pt")
         ckpt = self.checkpoint(t.steps)
         wall = time.perf_counter() - t0
@@ -219,7 +247,8 @@ class Trainer:
             "rdmx_version": __version__,
             "steps": t.steps,
             "batch": t.batch,
-            "micro_batch": micro,
+            "micro_batch": t.micro_batch or t.batch // self.dist.world,
+            "world_size": self.dist.world,
             "skipped_steps": skipped,
             "roles": dict(self.c.roles),
             "floors": self.floors,

@@ -1,0 +1,58 @@
+"""Two torchrun-style processes (gloo, CPU) train exactly like one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import torch
+
+from tests.helpers import ROOT
+from tests.test_engine import TINY
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_ranks_equal_one_process(tmp_path):
+    sets = [s for s in TINY if not s.startswith(("train.batch", "train.micro_batch", "train.steps"))]
+    sets += ["train.batch=64", "train.micro_batch=16", "train.steps=2", "tracking.backend=none",
+             f"reference.cache_dir={json.dumps(str(tmp_path / 'cache'))}"]
+    base = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    base.pop("WORLD_SIZE", None)
+    worker = [sys.executable, str(ROOT / "tests" / "dist_worker.py")]
+    single = subprocess.run([*worker, str(tmp_path / "one"), json.dumps(sets)], env=base, cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    port = str(_port())
+    procs = [
+        subprocess.Popen([*worker, str(tmp_path / "two"), json.dumps(sets)], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True,
+                         env={**base, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2",
+                              "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})
+        for r in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+    one = torch.load(tmp_path / "one" / "rank0-of-1.pt", weights_only=False)
+    ranks = [torch.load(tmp_path / "two" / f"rank{r}-of-2.pt", weights_only=False) for r in range(2)]
+    for rank in ranks:
+        # the full-batch gradient on every rank, equal to the single process's (summation order aside)
+        assert torch.allclose(rank["grad"], one["grad"], rtol=1e-5, atol=1e-8)
+        assert (rank["grad"] - one["grad"]).norm() / one["grad"].norm() < 1e-5
+        for a, b in zip(rank["history"], one["history"], strict=True):
+            assert abs(a["loss"] - b["loss"]) <= 1e-5 * abs(b["loss"])
+            assert abs(a["grad_norm"] - b["grad_norm"]) <= 1e-5 * b["grad_norm"]
+    assert torch.equal(ranks[0]["params"], ranks[1]["params"])  # ranks stay in sync
+    assert torch.allclose(ranks[0]["params"], one["params"], atol=1e-5)
+    assert ranks[0]["summary"]["world_size"] == 2 and ranks[0]["summary"]["final"]
+    assert ranks[1]["summary"]["final"] == {}  # only rank 0 evaluates, tracks and checkpoints
+    ckpt = torch.load(tmp_path / "two" / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["step"] == 2
