@@ -164,7 +164,8 @@ def run_cmd(
 
     resolved = load_recipe(recipe, set_)
     con = _console()
-    con.print(f"[bold]{resolved.recipe.name}[/bold]  fingerprint {resolved.fingerprint}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the job
+        con.print(f"[bold]{resolved.recipe.name}[/bold]  fingerprint {resolved.fingerprint}")
     if dry_run:
         from rdmx.train.build import build_components
 
