@@ -34,3 +34,30 @@ def isolate_weight_caches(tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return tmp_path
+
+
+def tiny_conv(seed: int, dim: int, width: int):
+    """A tiny random conv encoder (3 → ``width`` → ``dim``, 12 px) that counts the images it encodes."""
+    import torch
+
+    from rdmx.represent.encoder import Encoder, EncoderSpec
+
+    class TinyConv(Encoder):
+        def __init__(self):
+            super().__init__(EncoderSpec(name=f"tiny{seed}", family="test", checkpoint="tiny-conv", dim=dim,
+                                         resolution=12, weights="random", seed=seed, dtype="float32",
+                                         resize="bilinear"))
+            g = torch.Generator().manual_seed(seed)
+            self.conv = torch.nn.Conv2d(3, width, 3)
+            self.head = torch.nn.Linear(width, dim)
+            with torch.no_grad():
+                for p in self.parameters():
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+            self.rows_seen = 0
+            self.freeze()
+
+        def features(self, x):
+            self.rows_seen += x.shape[0]
+            return self.head(torch.relu(self.conv(x)).mean((2, 3)))
+
+    return TinyConv()

@@ -17,3 +17,4 @@ def rdmx(*args: str, env: dict[str, str] | None = None, cwd: str | Path | None =
         [sys.executable, "-m", "rdmx.cli", *args], capture_output=True, text=True, env=full_env,
         cwd=cwd or ROOT, timeout=timeout,
     )
+

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-
 from pathlib import Path
 
 import numpy as np
@@ -23,28 +22,12 @@ from rdmx.errors import RdmxError
 from rdmx.reference.build import bank_rows, build_references
 from rdmx.reference.bundle import build_reference
 from rdmx.reference.extract import FeatureSet
-from rdmx.represent.encoder import Encoder, EncoderSpec
+from rdmx.testing import tiny_conv
 
 
-class TinyConv(Encoder):
+def TinyConv(seed: int, dim: int = 5):  # noqa: N802 - used like the class it builds
     """A random conv encoder; counts the images it has encoded."""
-
-    def __init__(self, seed: int, dim: int = 5):
-        super().__init__(EncoderSpec(name=f"tiny{seed}", family="test", checkpoint="tiny-conv", dim=dim,
-                                     resolution=12, weights="random", seed=seed, dtype="float32",
-                                     resize="bilinear"))
-        g = torch.Generator().manual_seed(seed)
-        self.conv = torch.nn.Conv2d(3, 4, 3)
-        self.head = torch.nn.Linear(4, dim)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-        self.rows_seen = 0
-        self.freeze()
-
-    def features(self, x):
-        self.rows_seen += x.shape[0]
-        return self.head(torch.relu(self.conv(x)).mean((2, 3)))
+    return tiny_conv(seed, dim, width=4)
 
 
 def make_folder(root, per_class=15):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import json
 
 import numpy as np
@@ -13,28 +12,12 @@ from PIL import Image
 from rdmx.data.folder import image_folder
 from rdmx.errors import RdmxError
 from rdmx.reference.extract import FeatureSet, extract_features, feature_dir, iter_feature_chunks
-from rdmx.represent.encoder import Encoder, EncoderSpec
+from rdmx.testing import tiny_conv
 
 
-class TinyConv(Encoder):
+def TinyConv(seed: int, dim: int = 6):  # noqa: N802 - used like the class it builds
     """A random conv encoder; counts the images it has encoded."""
-
-    def __init__(self, seed: int, dim: int = 6):
-        super().__init__(EncoderSpec(name=f"tiny{seed}", family="test", checkpoint="tiny-conv", dim=dim,
-                                     resolution=12, weights="random", seed=seed, dtype="float32",
-                                     resize="bilinear"))
-        g = torch.Generator().manual_seed(seed)
-        self.conv = torch.nn.Conv2d(3, 5, 3)
-        self.head = torch.nn.Linear(5, dim)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-        self.rows_seen = 0
-        self.freeze()
-
-    def features(self, x):
-        self.rows_seen += x.shape[0]
-        return self.head(torch.relu(self.conv(x)).mean((2, 3)))
+    return tiny_conv(seed, dim, width=5)
 
 
 def make_folder(root, classes=("b", "a"), per_class=11):
