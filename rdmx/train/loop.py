@@ -1,5 +1,5 @@
-"""The training loop (one process, CPU or one GPU): gradient-cached steps, balancing,
-evaluation at step 0 and every K steps, sample grids, atomic checkpoints, tracking."""
+"""The training loop (CPU, one GPU, or data-parallel under torchrun): gradient-cached steps,
+balancing, evaluation at step 0 and every K steps, sample grids, atomic checkpoints, tracking."""
 
 from __future__ import annotations
 
@@ -21,21 +21,21 @@ from rdmx.train.build import Components, build_components
 from rdmx.train.checkpoint import load_checkpoint, save_checkpoint
 from rdmx.train.distributed import DistContext, from_environment
 from rdmx.train.gradcache import cached_backward, direct_backward
-from rdmx.train.objective import make_loss_fn
 from rdmx.train.evaluation import evaluate_generator
+from rdmx.train.objective import make_loss_fn
 from rdmx.train.sampling import generate
 
 
-def step_generator(seed: int, step: int, salt: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator seeded by (seed, step, salt): fresh noise every step, identical on resume."""
-    g = torch.Generator(device=device)
+def step_generator(seed: int, step: int, salt: int) -> torch.Generator:
+    """A CPU generator seeded by (seed, step, salt): fresh noise every step, identical on resume
+    and on every rank."""
+    g = torch.Generator()
     g.manual_seed((seed * 1_000_003 + step * 7_919 + salt) % (2**63 - 1))
     return g
 
 
 @dataclass
 class RunState:
-    step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     evals: dict[int, dict[str, float]] = field(default_factory=dict)
 
