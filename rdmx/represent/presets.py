@@ -180,6 +180,13 @@ def availability(sources: Sequence[Source]) -> Callable[[], bool]:
     return lambda: sources_available(sources)
 
 
+def pretrained_meta(sources: Sequence[Source], modality: str = "image") -> dict:
+    """Registration meta of a preset whose weights come from ``sources``: its weights status
+    (checked lazily, torch-free), the sources themselves, and the input modality."""
+    return {"weights": "pretrained", "weights_available": availability(sources),
+            "weights_sources": tuple(sources), "modality": modality}
+
+
 def missing_error(preset: str, checkpoint: str, sources: Sequence[Source]) -> WeightsMissingError:
     where = "; ".join(s.describe() for s in sources if s.locate() is None) or "local cache"
     return WeightsMissingError(

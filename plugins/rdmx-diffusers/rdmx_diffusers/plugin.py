@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from rdmx.hookspecs import hookimpl
-from rdmx.represent.presets import HFSource, PresetConfig, availability, preset_config
+from rdmx.represent.presets import HFSource, PresetConfig, pretrained_meta, preset_config
 
 REPO = "black-forest-labs/FLUX.1-schnell"
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -41,9 +41,6 @@ def rdmx_register_encoders(register):
         resolution=RESOLUTION,
         dim=1024,
         pooling="latent_mean_patch4",
-        weights="pretrained",
-        weights_available=availability([SOURCE]),
-        weights_sources=(SOURCE,),
         role_hint="heldout",
-        modality="image",
+        **pretrained_meta([SOURCE]),
     )

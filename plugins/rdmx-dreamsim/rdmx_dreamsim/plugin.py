@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field
 
 from rdmx.hookspecs import hookimpl
-from rdmx.represent.presets import PresetConfig, URLSource, availability, preset_config, torch_hub_dir
+from rdmx.represent.presets import PresetConfig, URLSource, pretrained_meta, preset_config, torch_hub_dir
 
 ENSEMBLE_ZIP = ("https://github.com/ssundaram21/dreamsim/releases/download/v0.2.0-checkpoints/"
                 "dreamsim_ensemble_checkpoint.zip")
@@ -47,9 +47,6 @@ def rdmx_register_encoders(register):
         resolution=224,
         dim=1792,
         pooling="ensemble_embed",
-        weights="pretrained",
-        weights_available=availability(SOURCES),
-        weights_sources=SOURCES,
         role_hint="train",
-        modality="image",
+        **pretrained_meta(SOURCES),
     )

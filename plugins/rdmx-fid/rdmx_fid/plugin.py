@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rdmx.hookspecs import hookimpl
-from rdmx.represent.presets import PresetConfig, URLSource, availability, preset_config, torch_hub_dir
+from rdmx.represent.presets import PresetConfig, URLSource, pretrained_meta, preset_config, torch_hub_dir
 
 CHECKPOINT = "pt_inception-2015-12-05-6726825d.pth"
 URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + CHECKPOINT
@@ -28,9 +28,6 @@ def rdmx_register_encoders(register):
         resolution=RESOLUTION,
         dim=2048,
         pooling="avg_pool3",
-        weights="pretrained",
-        weights_available=availability([SOURCE]),
-        weights_sources=(SOURCE,),
         role_hint="train",
-        modality="image",
+        **pretrained_meta([SOURCE]),
     )

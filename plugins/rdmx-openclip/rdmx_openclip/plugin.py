@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from rdmx.hookspecs import hookimpl
-from rdmx.represent.presets import HFSource, PresetConfig, availability, preset_config
+from rdmx.represent.presets import HFSource, PresetConfig, pretrained_meta, preset_config
 
 SIGLIP2_MODEL = "ViT-SO400M-16-SigLIP2-256"
 SIGLIP2_REPO = "timm/ViT-SO400M-16-SigLIP2-256"
@@ -37,9 +37,6 @@ def rdmx_register_encoders(register):
         context_length=64,
         dim=1152,
         pooling="last",
-        weights="pretrained",
-        weights_available=availability([SIGLIP2]),
-        weights_sources=(SIGLIP2,),
         role_hint="text",
-        modality="text",
+        **pretrained_meta([SIGLIP2], modality="text"),
     )

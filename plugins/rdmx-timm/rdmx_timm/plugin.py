@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from rdmx.hookspecs import hookimpl
-from rdmx.represent.presets import PresetConfig, availability, preset_config
+from rdmx.represent.presets import PresetConfig, pretrained_meta, preset_config
 from rdmx_timm.presets import PRESETS
 
 
@@ -30,9 +30,6 @@ def rdmx_register_encoders(register):
             resolution=p.resolution,
             dim=p.dim,
             pooling=p.pooling,
-            weights="pretrained",
-            weights_available=availability([p.source]),
-            weights_sources=(p.source,),
             role_hint=p.role,
-            modality="image",
+            **pretrained_meta([p.source]),
         )

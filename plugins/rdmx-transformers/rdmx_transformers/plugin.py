@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from rdmx.hookspecs import hookimpl
-from rdmx.represent.presets import HFSource, PresetConfig, availability, preset_config
+from rdmx.represent.presets import HFSource, PresetConfig, pretrained_meta, preset_config
 
 WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 WEBSSL_REPO = "facebook/webssl-dino1b-full2b-224"
@@ -43,11 +43,8 @@ def rdmx_register_encoders(register):
         resolution=224,
         dim=1536,
         pooling="cls",
-        weights="pretrained",
-        weights_available=availability([WEBSSL]),
-        weights_sources=(WEBSSL,),
         role_hint="train",
-        modality="image",
+        **pretrained_meta([WEBSSL]),
     )
     register(
         "radio",
@@ -59,10 +56,7 @@ def rdmx_register_encoders(register):
         resolution=256,
         dim=3072,
         pooling="summary",
-        weights="pretrained",
-        weights_available=availability([RADIO]),
-        weights_sources=(RADIO,),
         role_hint="heldout",
-        modality="image",
+        **pretrained_meta([RADIO]),
         remote_code=True,
     )
