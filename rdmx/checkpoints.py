@@ -35,7 +35,7 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path, *, n: 
 
     Writes ``out/eval.json``; logs to the MLflow run that made the checkpoint when tracking is on."""
     from rdmx.reference.build import build_references
-    from rdmx.train.loop import write_json_atomic
+    from rdmx.files import write_json
 
     r = resolved.recipe
     n = n or r.eval.n
@@ -53,7 +53,7 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path, *, n: 
     result.settings["checkpoint"] = str(checkpoint)
     result.settings["step"] = int(ckpt["step"])
     if out is not None:
-        write_json_atomic(Path(out) / "eval.json", result.to_dict())
+        write_json(Path(out) / "eval.json", result.to_dict())
     if log and r.tracking.backend != "none":
         from rdmx.track.base import make_tracker
 

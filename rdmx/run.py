@@ -21,13 +21,13 @@ def plugin_versions() -> dict[str, str]:
 
 
 def _log_common_artifacts(tracker: Tracker, resolved: ResolvedRecipe, out: Path) -> None:
-    from rdmx.train.loop import write_json_atomic
+    from rdmx.files import write_json
 
     if isinstance(tracker, NullTracker) and not from_environment().main:
         return
 
-    write_json_atomic(out / "recipe.resolved.json", resolved.to_dict())
-    write_json_atomic(out / "plugins.json", plugin_versions())
+    write_json(out / "recipe.resolved.json", resolved.to_dict())
+    write_json(out / "plugins.json", plugin_versions())
     tracker.log_artifact(out / "recipe.resolved.json")
     tracker.log_artifact(out / "plugins.json")
 
@@ -77,7 +77,7 @@ def sweep_figures(resolved: ResolvedRecipe, results: list[dict[str, Any]], out: 
 def run_recipe(resolved: ResolvedRecipe, out: Path | None = None, progress: bool = True,
                resume: bool = True) -> dict[str, Any]:
     """Run a recipe (or its sweep); writes ``summary.json`` in ``out``."""
-    from rdmx.train.loop import write_json_atomic
+    from rdmx.files import write_json
 
     out = Path(out) if out else default_out_dir(resolved)
     main = from_environment().main  # under torchrun only rank 0 tracks and writes summaries
@@ -85,7 +85,7 @@ def run_recipe(resolved: ResolvedRecipe, out: Path | None = None, progress: bool
     if not resolved.recipe.sweep:
         summary = run_one(resolved, out, tracker, progress=progress, resume=resume)
         if main:
-            write_json_atomic(out / "summary.json", summary)
+            write_json(out / "summary.json", summary)
     else:
         cells = sweep_cells(resolved)
         parent = tracker.start(f"{resolved.recipe.name}-sweep-{resolved.fingerprint[:8]}", {"sweep": json.dumps(resolved.recipe.sweep)},
@@ -105,6 +105,6 @@ def run_recipe(resolved: ResolvedRecipe, out: Path | None = None, progress: bool
             summary = {"recipe": resolved.recipe.name, "fingerprint": resolved.fingerprint, "run_id": parent,
                        "sweep": resolved.recipe.sweep, "cells": results}
             if main:
-                write_json_atomic(out / "summary.json", summary)  # also what finished of a failed sweep
+                write_json(out / "summary.json", summary)  # also what finished of a failed sweep
             tracker.end(status)
     return summary

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from rdmx.files import atomic_write
 
 
 def to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
@@ -17,19 +17,6 @@ def to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
     if x.shape[1] == 1:
         x = x.repeat(1, 3, 1, 1)
     return (x * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
-def _atomic(path: Path, write) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_grid(
@@ -58,7 +45,7 @@ def save_grid(
         for r in range(rows):
             text = str(labels[r * columns]) if r * columns < len(labels) else ""
             draw.text((4, title_h + pad + r * (hs + pad) + hs // 2 - 6), text[:6], fill="black")
-    return _atomic(Path(path), lambda tmp: canvas.save(tmp, format="PNG"))
+    return atomic_write(path, lambda tmp: canvas.save(tmp, format="PNG"))
 
 
 def save_npz(images: torch.Tensor, path: str | Path, labels: torch.Tensor | None = None) -> Path:
@@ -72,4 +59,4 @@ def save_npz(images: torch.Tensor, path: str | Path, labels: torch.Tensor | None
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
 
-    return _atomic(Path(path), write)
+    return atomic_write(path, write)

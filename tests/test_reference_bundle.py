@@ -12,6 +12,7 @@ from rdmx.compare.base import ReferenceRequest
 from rdmx.compare.configs import JointSpec, MMDNystromConfig
 from rdmx.compare.mmd import MMDNystrom
 from rdmx.errors import BundleMismatchError, RdmxError
+from rdmx.files import IntegrityError
 from rdmx.reference.bundle import _Reservoir, build_reference, load_reference, median_sigma, save_reference
 from rdmx.reference.floors import estimate_floor
 from rdmx.reference.kmeans import kmeans, kmeans_objective
@@ -158,7 +159,20 @@ def test_mismatched_or_corrupt_bundle_is_refused(tmp_path):
     blob = bytearray((tmp_path / "reference.safetensors").read_bytes())
     blob[-1] ^= 0xFF
     (tmp_path / "reference.safetensors").write_bytes(bytes(blob))
-    with pytest.raises(BundleMismatchError, match="corrupt"):
+    with pytest.raises(IntegrityError, match="reference.safetensors: does not match the checksum.*corrupt"):
+        load_reference(tmp_path, encoder_fingerprint="enc", data_fingerprint="dat")
+
+
+def test_edited_manifest_is_refused(tmp_path):
+    """An edited sigma in the manifest changes every kernel value: it must never load silently."""
+    save_reference(build(data(100)), tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["sigma"] *= 1.01
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IntegrityError, match="manifest.json: content does not match its checksum"):
+        load_reference(tmp_path, encoder_fingerprint="enc", data_fingerprint="dat")
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest)[:40])  # truncated
+    with pytest.raises(IntegrityError, match="manifest.json: not readable JSON"):
         load_reference(tmp_path, encoder_fingerprint="enc", data_fingerprint="dat")
 
 

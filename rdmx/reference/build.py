@@ -21,7 +21,7 @@ and writes; the other ranks wait at a barrier and load.
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,18 +29,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from rdmx.errors import RdmxError
 from rdmx.fingerprint import fingerprint
+from rdmx.console import warn
+from rdmx.files import IntegrityError, load_tensors, read_sealed_json, save_tensors, write_sealed_json
+from rdmx.reference.bundle import MANIFEST_FILE, REBUILD, TENSORS_FILE, verify_bundle
 from rdmx.reference.extract import (
     DEFAULT_SHARD_ROWS,
     FeatureSet,
     _barrier,
-    atomic_save_tensors,
-    atomic_write_json,
     dist_rank_world,
     extract_features,
+    feature_dir,
+    repair_features,
 )
 
 SPLITS = ("train", "val")
@@ -97,8 +99,59 @@ def _conditions_needed(joint: Any) -> bool:
 
 
 def _load_bank(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    data = load_file(str(path))
+    data, _ = load_tensors(path, what="an evaluation bank", remedy=REBUILD)
+    if set(data) != {"features", "labels"} or data["features"].ndim != 2:
+        raise IntegrityError(path, "holds tensors of the wrong names or shapes", "an evaluation bank", REBUILD)
     return data["features"], data["labels"]
+
+
+def _read_floor(path: Path) -> float:
+    value = read_sealed_json(path, what="a real-data floor", remedy=REBUILD).get("floor")
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise IntegrityError(path, f"holds no finite floor (got {value!r})", "a real-data floor", REBUILD)
+    return float(value)
+
+
+def missing_outputs(paths: Mapping[str, Path]) -> list[str]:
+    """The derived files of one encoder that do not exist yet."""
+    out = [k for k in ("floor", "train_bank", "val_bank") if k in paths and not paths[k].exists()]
+    if "reference" in paths and not (paths["reference"] / MANIFEST_FILE).exists():
+        out.append("reference")
+    return out
+
+
+def discard_outputs(paths: Mapping[str, Path]) -> None:
+    """Delete every derived file of one encoder (``--rebuild``); its features stay."""
+    for key in ("floor", "train_bank", "val_bank"):
+        if key in paths:
+            paths[key].unlink(missing_ok=True)
+    if "reference" in paths:
+        for name in (MANIFEST_FILE, TENSORS_FILE):
+            (paths["reference"] / name).unlink(missing_ok=True)
+
+
+def discard_damaged(paths: Mapping[str, Path]) -> list[str]:
+    """Delete the derived files of one encoder that fail verification; one note per file."""
+    notes = []
+    checks = {"floor": _read_floor, "train_bank": _load_bank, "val_bank": _load_bank}
+    for key, check in checks.items():
+        path = paths.get(key)
+        if path is None or not path.exists():
+            continue
+        try:
+            check(path)
+        except IntegrityError as exc:
+            path.unlink(missing_ok=True)
+            notes.append(f"{exc}: deleted, rebuilding it")
+    bundle = paths.get("reference")
+    if bundle is not None and (bundle / MANIFEST_FILE).exists():
+        try:
+            verify_bundle(bundle)
+        except IntegrityError as exc:
+            (bundle / MANIFEST_FILE).unlink(missing_ok=True)
+            (bundle / TENSORS_FILE).unlink(missing_ok=True)
+            notes.append(f"{exc}: deleted, rebuilding it")
+    return notes
 
 
 def build_references(
@@ -118,6 +171,7 @@ def build_references(
     batch_size: int = 64,
     num_workers: int = 0,
     shard_rows: int = DEFAULT_SHARD_ROWS,
+    rebuild: bool = False,
 ) -> dict[str, BuiltReference]:
     """Extract, build, floor and bank every encoder (see the module docstring); name -> result.
 
@@ -125,6 +179,9 @@ def build_references(
     ``estimator_request``: the ReferenceRequest of the bundles (default ``estimator.request()``).
     ``train_names``: the training encoders (default all); the others get banks only.
     ``floors``: (draws, rows) for ``estimate_floor``, or None for no floors; floors need ``estimator``.
+    ``rebuild``: recompute every bundle, floor and bank from the (verified) features.
+    Derived files that fail verification are deleted and rebuilt; damaged feature shards are
+    extracted again (see ``rdmx.reference.extract.repair_features``).
     """
     from rdmx.reference.bundle import build_reference, load_reference, save_reference
     from rdmx.reference.floors import estimate_floor
@@ -143,12 +200,8 @@ def build_references(
     data_fp = data.fingerprint()
     rank, _ = dist_rank_world()
 
-    feature_dirs = {}
-    for split in SPLITS:
-        feature_dirs[split] = extract_features(
-            encoders, getattr(data, split), cache_dir=cache, data_fingerprint=data_fp, split=split,
-            shard_rows=shard_rows, batch_size=batch_size, num_workers=num_workers, progress=progress,
-        )
+    feature_dirs = {split: {name: feature_dir(cache, enc.fingerprint, data_fp, split) for name, enc in encoders.items()}
+                    for split in SPLITS}
 
     req_fp = estimator_request.fingerprint() if estimator_request is not None else "none"
     jkey = joint_key(joint)
@@ -166,11 +219,32 @@ def build_references(
                 paths["floor"] = cache / "floors" / f"{efp}-{data_fp}-{req_fp}-{jkey}-{est_fp}-d{draws}-n{rows}-s{seed}.json"
         plan[name] = paths
 
+    if rank == 0:  # damaged derived files are discarded (and rebuilt below), never used
+        for name, paths in plan.items():
+            if rebuild:
+                discard_outputs(paths)
+            for note in discard_damaged(paths):
+                warn(note)
+    _barrier()
+    needed = {name: encoders[name] for name, paths in plan.items() if missing_outputs(paths)}
+    if needed and rank == 0:  # the features they are built from must be whole: damaged shards are redone
+        for name in needed:
+            for split in SPLITS:
+                for note in repair_features(plan[name][f"{split}_features"], rows=len(getattr(data, split)),
+                                            dim=int(encoders[name].dim)):
+                    warn(note)
+    _barrier()
+    for split in SPLITS if needed else ():
+        extract_features(
+            needed, getattr(data, split), cache_dir=cache, data_fingerprint=data_fp, split=split,
+            shard_rows=shard_rows, batch_size=batch_size, num_workers=num_workers, progress=progress,
+        )
+
     made: dict[str, Any] = {}  # references built by this process, kept in memory
     if rank == 0:
         for name, paths in plan.items():
             enc = encoders[name]
-            if "reference" in paths and not (paths["reference"] / "manifest.json").exists():
+            if "reference" in paths and not (paths["reference"] / MANIFEST_FILE).exists():
                 train_dir = paths["train_features"]
 
                 def chunks(train_dir=train_dir):
@@ -191,7 +265,7 @@ def build_references(
                                        val_labels.to(device) if with_cond else None,
                                        draws=draws, n=rows, seed=seed)
                 paths["floor"].parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_json(paths["floor"], {"floor": value, "draws": draws, "rows": rows, "seed": seed,
+                write_sealed_json(paths["floor"], {"floor": value, "draws": draws, "rows": rows, "seed": seed,
                                                    "estimator": repr(estimator)})
             for split in SPLITS:
                 bank = paths[f"{split}_bank"]
@@ -199,7 +273,7 @@ def build_references(
                     fs = FeatureSet.open(paths[f"{split}_features"])
                     feats, labels = fs.take(bank_rows(fs.rows, eval_rows, seed, split))
                     bank.parent.mkdir(parents=True, exist_ok=True)
-                    atomic_save_tensors(bank, {"features": feats, "labels": labels},
+                    save_tensors(bank, {"features": feats, "labels": labels},
                                         {"rows": str(len(feats)), "seed": str(seed), "split": split})
     _barrier()
 
@@ -212,7 +286,7 @@ def build_references(
                                  data_fingerprint=data_fp, device=device)
         elif ref is not None:
             ref = ref.to(device)
-        floor = json.loads(paths["floor"].read_text())["floor"] if "floor" in paths else None
+        floor = _read_floor(paths["floor"]) if "floor" in paths else None
         train_bank, train_labels = _load_bank(paths["train_bank"])
         val_bank, val_labels = _load_bank(paths["val_bank"])
         out[name] = BuiltReference(

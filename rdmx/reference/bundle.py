@@ -9,10 +9,7 @@ mean feature and the first two moments. All statistics live in the joint space
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,12 +24,14 @@ from rdmx.compare.configs import JointSpec
 from rdmx.compare.joint import combine, joint_dim, resolve_joint
 from rdmx.compare.kernels import kernel_sum, sq_dists
 from rdmx.errors import BundleMismatchError, RdmxError
+from rdmx.files import IntegrityError, atomic_write, file_sha256, read_sealed_json, write_sealed_json
 from rdmx.reference.kmeans import kmeans
 
 FORMAT = "rdmx-reference/1"
 TENSORS_FILE = "reference.safetensors"
 MANIFEST_FILE = "manifest.json"
 NYSTROM_RIDGE = 1e-6
+REBUILD = "run `rdmx reference build RECIPE` (or `rdmx run`) again: a damaged bundle is rebuilt from the features"
 SIGMA_FLOOR = 1e-5
 TENSOR_NAMES = (
     "landmarks", "alpha", "k_rr", "rff_weight", "rff_bias", "rff_mean", "mean", "cov", "bank", "bank_cond",
@@ -332,43 +331,18 @@ def _rff_scale(features: int) -> float:
 
 
 # ---------------------------------------------------------------------------- save / load
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def save_reference(ref: Reference, path: str | os.PathLike) -> Path:
     """Write ``path/reference.safetensors`` then ``path/manifest.json``, each atomically.
-    The manifest (written last) carries the tensor file's sha256, so a half-written bundle
-    is never taken for a complete one."""
+    The manifest (written last) carries the tensor file's sha256 and its own, so a half-written
+    or edited bundle is never taken for a complete one."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tensors = {n: t.detach().cpu().contiguous() for n, t in ref.tensors().items()}
-    _atomic_write(path / TENSORS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
-    manifest = {**ref.manifest(), "sha256": _sha256(path / TENSORS_FILE)}
-
-    def write_manifest(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            json.dump(manifest, f, indent=2, sort_keys=True)
-
-    _atomic_write(path / MANIFEST_FILE, write_manifest)
+    (path / MANIFEST_FILE).unlink(missing_ok=True)  # a bundle being rewritten is never taken for complete
+    atomic_write(path / TENSORS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
+    write_sealed_json(path / MANIFEST_FILE, {**ref.manifest(), "tensors_sha256": file_sha256(path / TENSORS_FILE)})
     return path
 
 
@@ -377,10 +351,20 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     file = Path(path) / MANIFEST_FILE
     if not file.exists():
         raise BundleMismatchError(f"no reference bundle at {path} (missing {MANIFEST_FILE})")
-    with open(file) as f:
-        manifest = json.load(f)
+    manifest = read_sealed_json(file, what="a reference bundle manifest", remedy=REBUILD)
     if manifest.get("format") != FORMAT:
         raise BundleMismatchError(f"{file}: unknown bundle format {manifest.get('format')!r}, expected {FORMAT}")
+    return manifest
+
+
+def verify_bundle(path: str | os.PathLike) -> dict[str, Any]:
+    """The verified manifest of a bundle whose tensor file matches it (IntegrityError otherwise)."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    tensor_file = path / TENSORS_FILE
+    if not tensor_file.is_file() or file_sha256(tensor_file) != manifest.get("tensors_sha256"):
+        raise IntegrityError(tensor_file, "does not match the checksum in its manifest (corrupt or partial)",
+                             "a reference bundle", REBUILD)
     return manifest
 
 
@@ -391,7 +375,7 @@ def load_reference(
     from safetensors.torch import load_file
 
     path = Path(path)
-    manifest = read_manifest(path)
+    manifest = verify_bundle(path)
     for what, want in (("encoder", encoder_fingerprint), ("data", data_fingerprint)):
         have = manifest[f"{what}_fingerprint"]
         if have != want:
@@ -399,9 +383,12 @@ def load_reference(
                 f"reference bundle {path} was built for {what} fingerprint {have}, but the {what} in use "
                 f"has fingerprint {want}; rebuild the reference (rdmx reference) or point to the right bundle"
             )
-    if _sha256(path / TENSORS_FILE) != manifest["sha256"]:
-        raise BundleMismatchError(f"reference bundle {path}: {TENSORS_FILE} does not match its manifest (corrupt or partial)")
-    tensors = load_file(str(path / TENSORS_FILE), device=str(device))
+    tensor_file = path / TENSORS_FILE
+    try:
+        tensors = load_file(str(tensor_file), device=str(device))
+    except Exception as exc:  # noqa: BLE001
+        raise IntegrityError(tensor_file, f"not readable ({type(exc).__name__}: {exc})", "a reference bundle",
+                             REBUILD) from None
     return Reference(
         dim=manifest["dim"], rows=manifest["rows"], sigma=manifest["sigma"], scales=tuple(manifest["scales"]),
         joint=manifest["joint"], request=ReferenceRequest.from_dict(manifest["request"]),

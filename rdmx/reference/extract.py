@@ -16,8 +16,6 @@ round-robin to the ranks; rank 0 writes the manifests.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +23,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from rdmx.errors import RdmxError
+from rdmx.files import IntegrityError, clean_stale_temps, load_tensors, read_sealed_json, save_tensors, write_sealed_json
 
 FORMAT = "rdmx-features/1"
 MANIFEST = "manifest.json"
@@ -42,23 +40,15 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}.safetensors"
 
 
-def _temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+# the one atomic writer of each kind lives in rdmx.files (kept under these names for callers)
+atomic_write_json = write_sealed_json
+atomic_save_tensors = save_tensors
+REMEDY = "run `rdmx reference build RECIPE` (or `rdmx run`) again: damaged pieces are re-extracted"
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    tmp = _temp_path(path)
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """safetensors to a temporary file, flushed to disk, then moved into place."""
-    tmp = _temp_path(path)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The verified manifest of a feature directory."""
+    return read_sealed_json(path / MANIFEST, what="a feature-extraction manifest", remedy=REMEDY)
 
 
 def dist_rank_world() -> tuple[int, int]:
@@ -84,7 +74,7 @@ class FeatureSet:
     def open(cls, path: str | Path, *, require_complete: bool = True) -> FeatureSet:
         path = Path(path)
         try:
-            manifest = json.loads((path / MANIFEST).read_text())
+            manifest = read_manifest(path)
         except FileNotFoundError:
             raise RdmxError(f"no extracted features at {path} (missing {MANIFEST})") from None
         if manifest.get("format") != FORMAT:
@@ -119,7 +109,14 @@ class FeatureSet:
         return [self.path / shard_name(i) for i in range(self.num_shards)]
 
     def shard(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        data = load_file(str(self.path / shard_name(index)))
+        """Shard ``index``, verified against its checksum."""
+        path = self.path / shard_name(index)
+        if not path.is_file():
+            raise IntegrityError(path, "missing although its manifest says the extraction is complete",
+                                 "a feature shard", REMEDY)
+        data, _ = load_tensors(path, what="a feature shard", remedy=REMEDY)
+        if set(data) != {"features", "labels"} or data["features"].shape[1:] != (self.dim,):
+            raise IntegrityError(path, "holds tensors of the wrong names or shapes", "a feature shard", REMEDY)
         return data["features"], data["labels"]
 
     def chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -164,7 +161,7 @@ def _prepare(directory: Path, base: dict[str, Any]) -> dict[str, Any]:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / MANIFEST
     if path.exists():
-        manifest = json.loads(path.read_text())
+        manifest = read_manifest(directory)
         if manifest.get("rows") != base["rows"] or manifest.get("dim") != base["dim"]:
             raise RdmxError(
                 f"{directory} holds {manifest.get('rows')} rows of dim {manifest.get('dim')}, but this "
@@ -175,6 +172,82 @@ def _prepare(directory: Path, base: dict[str, Any]) -> dict[str, Any]:
     manifest = {**base, "complete": False}
     atomic_write_json(path, manifest)
     return manifest
+
+
+def _shard_header(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        return dict(f.metadata() or {})
+
+
+def _recover_manifest(directory: Path, rows: int, dim: int) -> dict[str, Any] | None:
+    """A manifest rebuilt from the shards' own headers (their first row tells the shard size)."""
+    sizes = set()
+    for p in sorted(directory.glob("shard-*.safetensors")):
+        try:
+            meta = _shard_header(p)
+            index, first = int(meta["shard"]), int(meta["first_row"])
+        except Exception:  # noqa: BLE001 - an unreadable shard is redone anyway
+            continue
+        if index > 0:
+            sizes.add(first // index)
+        elif int(meta.get("rows", 0)) < rows:
+            sizes.add(int(meta["rows"]))
+    shard_rows = sizes.pop() if len(sizes) == 1 else DEFAULT_SHARD_ROWS
+    if sizes:  # inconsistent shards: start the directory over
+        return None
+    enc, _, rest = directory.name.partition("-")
+    data_fp, _, split = rest.partition("-")
+    return {"format": FORMAT, "encoder": enc, "data": data_fp, "split": split, "rows": rows, "dim": dim,
+            "shard_rows": shard_rows, "shards": -(-rows // shard_rows), "complete": False}
+
+
+def repair_features(directory: str | Path, *, rows: int, dim: int) -> list[str]:
+    """Verify one feature directory and leave it resumable; one note per repair.
+
+    An unreadable or edited manifest is rebuilt from the shard headers; a shard that is missing,
+    unreadable, of the wrong shape or not matching its checksum is deleted and the manifest
+    marked incomplete, so the next :func:`extract_features` recomputes exactly those shards."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    notes = []
+    clean_stale_temps(directory)
+    try:
+        manifest = read_manifest(directory)
+    except FileNotFoundError:
+        return []
+    except IntegrityError as exc:
+        manifest = _recover_manifest(directory, rows, dim)
+        if manifest is None:
+            for p in directory.glob("shard-*.safetensors"):
+                p.unlink()
+            (directory / MANIFEST).unlink(missing_ok=True)
+            return [f"{exc}: its shards disagree on their size; the directory is extracted again"]
+        write_sealed_json(directory / MANIFEST, manifest)
+        notes.append(f"{exc}: rebuilt from the shard headers")
+    fs = FeatureSet(directory, manifest)
+    redo = []
+    for i in range(fs.num_shards):
+        path = directory / shard_name(i)
+        if not path.exists():
+            if manifest.get("complete"):
+                redo.append(i)
+                notes.append(f"{path}: missing although its manifest says complete; extracting it again")
+            continue
+        try:
+            feats, labels = fs.shard(i)
+            want = min((i + 1) * fs.shard_rows, fs.rows) - i * fs.shard_rows
+            if feats.shape[0] != want or labels.shape != (want,):
+                raise IntegrityError(path, f"holds {feats.shape[0]} rows, not {want}", "a feature shard", REMEDY)
+        except IntegrityError as exc:
+            path.unlink(missing_ok=True)
+            redo.append(i)
+            notes.append(f"{exc}: deleted, extracting it again")
+    if redo and manifest.get("complete"):
+        write_sealed_json(directory / MANIFEST, {**manifest, "complete": False})
+    return notes
 
 
 def extract_features(
@@ -205,7 +278,7 @@ def extract_features(
 
     def complete(d: Path) -> bool:
         try:
-            return bool(json.loads((d / MANIFEST).read_text()).get("complete"))
+            return bool(read_manifest(d).get("complete"))
         except FileNotFoundError:
             return False
 
@@ -218,10 +291,9 @@ def extract_features(
                     "rows": n, "dim": int(enc.dim), "shard_rows": int(shard_rows),
                     "shards": -(-n // shard_rows)}
             _prepare(d, base)
-            for stale in d.glob(".shard-*.tmp-*"):
-                stale.unlink(missing_ok=True)
+            clean_stale_temps(d)
     _barrier()
-    manifests = {d: json.loads((d / MANIFEST).read_text()) for d in todo}
+    manifests = {d: read_manifest(d) for d in todo}
     rows_per = {m["shard_rows"] for m in manifests.values()}
     if len(rows_per) != 1:  # directories started earlier with different shard sizes: go one by one
         for d, enc in todo.items():
@@ -281,7 +353,8 @@ def _run_shards(todo, dataset, missing, shard_rows, batch_size, num_workers, pro
             if last:
                 lab = torch.cat(labels)
                 for d in missing[s]:
-                    meta = {"shard": str(s), "first_row": str(s * shard_rows), "rows": str(len(lab))}
+                    meta = {"shard": str(s), "first_row": str(s * shard_rows), "rows": str(len(lab)),
+                            "shard_rows": str(shard_rows)}
                     atomic_save_tensors(d / shard_name(s), {"features": torch.cat(parts.pop(d)), "labels": lab}, meta)
                 labels = []
                 if on_shard is not None:

@@ -7,7 +7,6 @@ cache, or a plain directory). Loading helpers import torch lazily.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from rdmx.errors import RdmxError, WeightsMissingError
+from rdmx.files import file_sha256
 from rdmx.registry import ComponentConfig
 
 
@@ -197,12 +197,8 @@ def missing_error(preset: str, checkpoint: str, sources: Sequence[Source]) -> We
 
 
 def file_digest(path: str | Path, length: int = 16) -> str:
-    """sha256 of a file's bytes (streamed), hex, truncated."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()[:length]
+    """sha256 of a file's bytes, hex, truncated (a weights file's revision)."""
+    return file_sha256(path)[:length]
 
 
 @dataclass

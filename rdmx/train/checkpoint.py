@@ -1,61 +1,62 @@
-"""Atomic, complete checkpoints: model, optimiser, balancer, RNG, step, tracking run id."""
+"""Atomic, complete, checksummed checkpoints: model, optimiser, balancer, RNG, step, tracking run
+id and the run's history (step-0 evaluation, skipped steps, wall time, evaluations so far).
+
+A checkpoint whose bytes do not match the sha256 written with it is refused (never used
+silently): see :mod:`rdmx.files`.
+"""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from rdmx.errors import RdmxError
+from rdmx.files import IntegrityError, load_torch, save_torch
 
-
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+FORMAT = "rdmx-checkpoint-1"
+REQUIRED = ("step", "fingerprint", "generator")
 
 
 def save_checkpoint(path, *, step, generator, optimizer, balancer, fingerprint, run_id, extra=None) -> None:
-    atomic_torch_save(
+    state = generator if isinstance(generator, dict) else generator.state_dict()
+    save_torch(
+        path,
         {
-            "format": "rdmx-checkpoint-1",
-            "step": step,
+            "format": FORMAT,
+            "step": int(step),
             "fingerprint": fingerprint,
             "run_id": run_id,
-            "generator": generator.state_dict(),
+            "generator": state,
             "optimizer": optimizer.state_dict() if optimizer is not None else None,
             "balancer": balancer.state_dict() if balancer is not None else None,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "extra": extra or {},
         },
-        path,
     )
 
 
 def load_checkpoint(path: str | Path, fingerprint: str | None = None) -> dict[str, Any]:
+    """A verified checkpoint; refused when damaged, of another format, or of another recipe."""
     path = Path(path)
     if not path.is_file():
         raise RdmxError(f"checkpoint not found: {path}")
+    remedy = ("it cannot be used; restore a good copy, or start the run over with --fresh "
+              "(rdmx run ... --fresh)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise RdmxError(f"{path}: not a readable rdmx checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "rdmx-checkpoint-1":
+        ckpt = load_torch(path, what="an rdmx checkpoint", remedy=remedy)
+    except IntegrityError as exc:
+        if "not a readable file" in exc.problem:
+            raise RdmxError(f"{path}: not a readable rdmx checkpoint ({exc.problem})") from None
+        raise
+    if ckpt.get("format") != FORMAT:
         raise RdmxError(f"{path}: not an rdmx checkpoint")
+    missing = [k for k in REQUIRED if k not in ckpt]
+    if missing or not isinstance(ckpt.get("step"), int) or not isinstance(ckpt.get("generator"), dict):
+        raise IntegrityError(path, f"incomplete checkpoint (missing or malformed: {', '.join(missing) or 'step/generator'})",
+                             "an rdmx checkpoint", remedy)
     if fingerprint is not None and ckpt["fingerprint"] != fingerprint:
         raise RdmxError(
             f"{path}: checkpoint belongs to recipe fingerprint {ckpt['fingerprint']}, "

@@ -14,6 +14,7 @@ import torch
 
 from rdmx import __version__
 from rdmx.errors import RdmxError
+from rdmx.files import write_json
 from rdmx.recipe import ResolvedRecipe
 from rdmx.samples import save_grid
 from rdmx.track.base import NullTracker, Tracker
@@ -261,16 +262,4 @@ class Trainer:
         }
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+write_json_atomic = write_json  # the one atomic JSON writer lives in rdmx.files
