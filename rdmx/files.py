@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -269,6 +269,41 @@ def load_torch(path: str | Path, *, what: str = "", remedy: str = "", verify: bo
     return {k: v for k, v in obj.items() if k != SEAL_KEY}
 
 
-def remove_all(paths: Iterable[str | Path]) -> None:
-    for p in paths:
-        Path(p).unlink(missing_ok=True)
+class FolderLock:
+    """An exclusive lock on a folder (``<folder>/.lock``, holding the owner's PID) for as long as a
+    run uses it; the operating system releases it when the process ends, however it ends."""
+
+    def __init__(self, folder: str | Path, enabled: bool = True):
+        self.path = Path(folder) / ".lock"
+        self.enabled = enabled
+        self._file = None
+
+    def __enter__(self) -> FolderLock:
+        if not self.enabled:
+            return self
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")  # noqa: SIM115 - held open while locked
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise RdmxError(f"{self.path.parent} is in use by another rdmx run (PID {holder}); wait for it "
+                            f"to finish, or give this run another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._file = f
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._file is not None:
+            import fcntl
+
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None

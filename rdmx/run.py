@@ -32,33 +32,75 @@ def _log_common_artifacts(tracker: Tracker, resolved: ResolvedRecipe, out: Path)
     tracker.log_artifact(out / "plugins.json")
 
 
+RUN_FILE = "run.json"  # the tracking run that last used this folder (found abandoned after a kill)
+
+
+def finished_summary(resolved: ResolvedRecipe, out: Path, checkpoint: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The summary of a run that already reached ``train.steps`` in ``out``, else None."""
+    from rdmx.files import IntegrityError, read_json
+
+    path = out / "summary.json"
+    if checkpoint is None or checkpoint["step"] < resolved.recipe.train.steps or not path.is_file():
+        return None
+    try:
+        summary = read_json(path)
+    except IntegrityError:
+        return None  # the run is finished but its summary damaged: it is written again
+    ok = isinstance(summary, dict) and summary.get("fingerprint") == resolved.fingerprint
+    return summary if ok and summary.get("steps") == checkpoint["step"] else None
+
+
 def run_one(resolved: ResolvedRecipe, out: Path, tracker: Tracker, progress: bool = True,
             nested: bool = False, resume: bool = True) -> dict[str, Any]:
+    """Train one recipe in ``out`` (locked while it runs) and write ``out/summary.json``.
+
+    A run that already finished prints its summary and changes nothing (``resume=False``,
+    i.e. ``--fresh``, trains again); a killed run resumes from its last checkpoint; a tracking run
+    that a killed process left open is marked failed."""
+    from rdmx.console import warn
+    from rdmx.files import FolderLock, clean_stale_temps, read_json, write_json
+    from rdmx.train.checkpoint import load_checkpoint
     from rdmx.train.loop import Trainer
 
+    main = from_environment().main
     out.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(resolved, out, tracker=tracker, progress=progress)
-    run_id = None
-    ckpt = out / "checkpoints" / "last.pt"
-    if resume and ckpt.is_file():
-        from rdmx.train.checkpoint import load_checkpoint
-
-        run_id = load_checkpoint(ckpt, resolved.fingerprint).get("run_id")
-    name = resolved.recipe.tracking.run_name or f"{resolved.recipe.name}-{resolved.fingerprint[:8]}"
-    tracker.start(name, resolved.to_dict(), tags={"rdmx.fingerprint": resolved.fingerprint}, run_id=run_id,
-                  nested=nested)
-    status = "FAILED"
-    try:
-        _log_common_artifacts(tracker, resolved, out)
-        summary = trainer.run(resume=resume)
-        summary["run_id"] = tracker.run_id
-        status = "FINISHED"
-        return summary
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        tracker.end(status)
+    with FolderLock(out, enabled=main):
+        if main:
+            clean_stale_temps(out, recursive=True)
+        ckpt_path = out / "checkpoints" / "last.pt"
+        ckpt = load_checkpoint(ckpt_path, resolved.fingerprint) if resume and ckpt_path.is_file() else None
+        done = finished_summary(resolved, out, ckpt)
+        if done is not None:
+            if main:
+                warn(f"{out} holds this recipe's finished run ({done['steps']} steps): nothing to do; "
+                     f"--fresh trains it again, another --out keeps both")
+            return done
+        previous = (read_json(out / RUN_FILE) if (out / RUN_FILE).is_file() else {}).get("run_id")
+        run_id = ckpt.get("run_id") if ckpt is not None else None
+        if main and previous and previous != run_id:
+            tracker.mark_abandoned(previous)
+        trainer = Trainer(resolved, out, tracker=tracker, progress=progress)
+        if hasattr(tracker, "use_folder"):
+            tracker.use_folder(out)
+        name = resolved.recipe.tracking.run_name or f"{resolved.recipe.name}-{resolved.fingerprint[:8]}"
+        tracker.start(name, resolved.to_dict(), tags={"rdmx.fingerprint": resolved.fingerprint}, run_id=run_id,
+                      nested=nested)
+        if main and tracker.run_id:
+            write_json(out / RUN_FILE, {"run_id": tracker.run_id})
+        status = "FAILED"
+        try:
+            _log_common_artifacts(tracker, resolved, out)
+            summary = trainer.run(resume=resume, checkpoint=ckpt)
+            summary["run_id"] = tracker.run_id
+            if main:
+                write_json(out / "summary.json", summary)
+            status = "FINISHED"
+            return summary
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            tracker.end(status)
 
 
 def sweep_figures(resolved: ResolvedRecipe, results: list[dict[str, Any]], out: Path) -> list[Path]:
@@ -74,20 +116,43 @@ def sweep_figures(resolved: ResolvedRecipe, results: list[dict[str, Any]], out: 
     return made
 
 
+def finished_sweep(resolved: ResolvedRecipe, out: Path, cells) -> dict[str, Any] | None:
+    """The summary of a sweep whose every cell already finished in ``out``, else None."""
+    from rdmx.console import warn
+    from rdmx.files import IntegrityError, read_json
+    from rdmx.train.checkpoint import load_checkpoint
+
+    try:
+        summary = read_json(out / "summary.json") if (out / "summary.json").is_file() else None
+    except IntegrityError:
+        return None
+    if not summary or summary.get("fingerprint") != resolved.fingerprint or len(summary.get("cells", [])) != len(cells):
+        return None
+    for i, (_, cell) in enumerate(cells):
+        ckpt = out / f"cell-{i:03d}" / "checkpoints" / "last.pt"
+        if not ckpt.is_file() or finished_summary(cell, ckpt.parent.parent, load_checkpoint(ckpt, cell.fingerprint)) is None:
+            return None
+    if from_environment().main:
+        warn(f"{out} holds this sweep, finished ({len(cells)} cells): nothing to do; --fresh trains it again")
+    return summary
+
+
 def run_recipe(resolved: ResolvedRecipe, out: Path | None = None, progress: bool = True,
                resume: bool = True) -> dict[str, Any]:
     """Run a recipe (or its sweep); writes ``summary.json`` in ``out``."""
-    from rdmx.files import write_json
+    from rdmx.files import read_json, write_json
+    from rdmx.track.safe import SafeTracker
 
     out = Path(out) if out else default_out_dir(resolved)
     main = from_environment().main  # under torchrun only rank 0 tracks and writes summaries
-    tracker = make_tracker(resolved.recipe.tracking) if main else NullTracker()
+    tracker = SafeTracker(make_tracker(resolved.recipe.tracking) if main else NullTracker())
     if not resolved.recipe.sweep:
         summary = run_one(resolved, out, tracker, progress=progress, resume=resume)
-        if main:
-            write_json(out / "summary.json", summary)
     else:
         cells = sweep_cells(resolved)
+        done = finished_sweep(resolved, out, cells) if resume else None
+        if done is not None:
+            return done
         parent = tracker.start(f"{resolved.recipe.name}-sweep-{resolved.fingerprint[:8]}", {"sweep": json.dumps(resolved.recipe.sweep)},
                                tags={"rdmx.fingerprint": resolved.fingerprint, "rdmx.sweep": "parent"})
         results = []

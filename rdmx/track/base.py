@@ -45,6 +45,13 @@ class Tracker(abc.ABC):
     def end(self, status: str = "FINISHED") -> None:
         """Close the run."""
 
+    def logged_steps(self) -> dict[str, int]:
+        """The last step logged for each metric of the current (resumed) run; {} if unknown."""
+        return {}
+
+    def mark_abandoned(self, run_id: str) -> None:
+        """Mark a run that a killed process left open as failed (no-op where runs have no status)."""
+
 
 class NullTracker(Tracker):
     """Tracking switched off (``[tracking] backend = "none"``)."""

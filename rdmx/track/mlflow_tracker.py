@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -40,6 +41,43 @@ def param_items(params: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+PROBE_TIMEOUT_S = 5
+HTTP_ENV = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "15", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}
+
+
+def probe_server(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Fail within ``timeout`` seconds when an http(s) tracking server does not answer."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):  # noqa: S310
+            return
+    except urllib.error.HTTPError:
+        return  # it answered (a server without /health still is one)
+    except Exception as exc:  # noqa: BLE001
+        raise RdmxError(f"MLflow tracking server {uri} is unreachable ({type(exc).__name__}: {exc})") from None
+
+
+@contextlib.contextmanager
+def store_lock(uri: str):
+    """Serialise store creation for a local SQLite file: concurrent first runs otherwise race on its
+    schema ("table ... already exists")."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(f".{db.name}.lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 class MlflowTracker(Tracker):
     def __init__(self, config):
         import mlflow
@@ -47,16 +85,28 @@ class MlflowTracker(Tracker):
         self.mlflow = mlflow
         self.uri = tracking_uri(config.uri)
         self.experiment = config.experiment
-        self._client = None
         self._active: list[str] = []
+        if self.uri.startswith(("http://", "https://")):
+            for k, v in HTTP_ENV.items():  # bound every call: no minutes of silent retries
+                os.environ.setdefault(k, v)
+
+    def client(self):
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(self.uri)
 
     def start(self, run_name, params, tags=None, run_id=None, nested=False):
         mlflow = self.mlflow
         try:
-            mlflow.set_tracking_uri(self.uri)
-            mlflow.set_experiment(self.experiment)
-            run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, nested=nested,
-                                   tags=dict(tags or {}))
+            if self.uri.startswith(("http://", "https://")):
+                probe_server(self.uri)
+            with store_lock(self.uri):
+                mlflow.set_tracking_uri(self.uri)
+                mlflow.set_experiment(self.experiment)
+                run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, nested=nested,
+                                       tags=dict(tags or {}))
+        except RdmxError:
+            raise
         except Exception as exc:  # noqa: BLE001
             raise RdmxError(f"MLflow tracking at {self.uri!r} failed to start a run: {exc}") from exc
         self.run_id = run.info.run_id
@@ -74,6 +124,17 @@ class MlflowTracker(Tracker):
 
     def log_artifact(self, path: str | Path, subdir: str | None = None):
         self.mlflow.log_artifact(str(path), artifact_path=subdir)
+
+    def logged_steps(self) -> dict[str, int]:
+        client = self.client()
+        run = client.get_run(self.run_id)
+        return {k: max((m.step for m in client.get_metric_history(self.run_id, k)), default=-1)
+                for k in run.data.metrics}
+
+    def mark_abandoned(self, run_id: str) -> None:
+        client = self.client()
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, "FAILED")
 
     def end(self, status="FINISHED"):
         if self._active:

@@ -37,8 +37,22 @@ def step_generator(seed: int, step: int, salt: int) -> torch.Generator:
 
 @dataclass
 class RunState:
+    """What a run has done so far; saved in every checkpoint so a resumed run's summary equals an
+    uninterrupted one's."""
+
     history: list[dict[str, float]] = field(default_factory=list)
     evals: dict[int, dict[str, float]] = field(default_factory=dict)
+    skipped: int = 0  # steps skipped for a non-finite loss or gradient
+    wall_s: float = 0.0  # wall time of the earlier sessions of this run
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"history": self.history, "evals": {str(k): v for k, v in self.evals.items()},
+                "skipped": self.skipped, "wall_s": self.wall_s}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunState:
+        return cls(list(d.get("history", [])), {int(k): v for k, v in d.get("evals", {}).items()},
+                   int(d.get("skipped", 0)), float(d.get("wall_s", 0.0)))
 
 
 class Trainer:
@@ -130,9 +144,11 @@ class Trainer:
         path = self.out / "checkpoints" / "last.pt"
         if not self.dist.main:
             return path
+        state = RunState(self.state.history, self.state.evals, self.state.skipped,
+                         self.state.wall_s + time.perf_counter() - self._t0)
         save_checkpoint(path, step=step, generator=self.c.generator, optimizer=self.optimizer,
                         balancer=self.c.balancer, fingerprint=self.resolved.fingerprint,
-                        run_id=self.tracker.run_id, extra={"history_tail": self.state.history[-5:]})
+                        run_id=self.tracker.run_id, extra={"state": state.to_dict()})
         return path
 
     def compute_gradient(self, step: int):
@@ -165,23 +181,28 @@ class Trainer:
         return res
 
     # -- the loop ----------------------------------------------------------------------------
-    def run(self, resume: bool = True) -> dict[str, Any]:
+    def run(self, resume: bool = True, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Train to ``train.steps``; resumes from ``checkpoint`` (already loaded and verified) or
+        from the output folder's last checkpoint when ``resume``."""
         r, t = self.recipe, self.recipe.train
-        t0 = time.perf_counter()
+        t0 = self._t0 = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
         gen = self.c.generator
         params = [p for p in gen.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
         start = 0
         ckpt_path = self.out / "checkpoints" / "last.pt"
-        if resume and ckpt_path.is_file():
+        ckpt = checkpoint
+        if ckpt is None and resume and ckpt_path.is_file():
             ckpt = load_checkpoint(ckpt_path, self.resolved.fingerprint)
+        if ckpt is not None:
             gen.load_state_dict(ckpt["generator"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             if ckpt["balancer"] is not None:
                 self.c.balancer.load_state_dict(ckpt["balancer"])
             torch.set_rng_state(ckpt["torch_rng"])
             start = int(ckpt["step"])
+            self.state = RunState.from_dict(ckpt["extra"].get("state", {}))
         self.prepare_references()
         if start == 0:
             self.evaluate(0)
@@ -190,7 +211,6 @@ class Trainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=t.steps, initial=start, desc=r.name, unit="step", dynamic_ncols=True)
-        skipped = 0
         for step in range(start, t.steps):
             ts = time.perf_counter()
             for group in self.optimizer.param_groups:
@@ -200,7 +220,7 @@ class Trainer:
             loss = float(res.loss)
             finite = math.isfinite(loss) and all(p.grad is None or torch.isfinite(p.grad).all() for p in params)
             if not finite:
-                skipped += 1
+                self.state.skipped += 1
                 self.optimizer.zero_grad(set_to_none=True)
                 gnorm = float("nan")
             else:
@@ -212,7 +232,7 @@ class Trainer:
                 self.c.balancer.update(raws)
             dt = time.perf_counter() - ts
             row = {"loss": loss, "grad_norm": gnorm, "images_per_s": t.batch / dt, "lr": self.lr_at(step),
-                   "skipped_steps": skipped}
+                   "skipped_steps": self.state.skipped}
             row.update({f"raw/{k}": v for k, v in raws.items()})
             row.update({f"weight/{k}": float(v) for k, v in weights_used.items()})
             self.state.history.append(row)
@@ -239,7 +259,7 @@ class Trainer:
         if not self.c.info.is_image and self.dist.main:  # small vector samples (toys): keep them for figures
             torch.save(self.last_samples.cpu(), self.out / "final_samples.pt")
         ckpt = self.checkpoint(t.steps)
-        wall = time.perf_counter() - t0
+        wall = self.state.wall_s + time.perf_counter() - t0
         first_eval = self.state.evals.get(0, {})
         return {
             "recipe": r.name,
@@ -250,7 +270,7 @@ class Trainer:
             "batch": t.batch,
             "micro_batch": t.micro_batch or t.batch // self.dist.world,
             "world_size": self.dist.world,
-            "skipped_steps": skipped,
+            "skipped_steps": self.state.skipped,
             "roles": dict(self.c.roles),
             "floors": self.floors,
             "wall_time_s": round(wall, 2),
