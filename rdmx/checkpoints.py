@@ -11,7 +11,7 @@ import torch
 from rdmx.recipe import ResolvedRecipe
 from rdmx.samples import save_grid, save_npz
 from rdmx.train.build import Components, build_components
-from rdmx.train.checkpoint import load_checkpoint
+from rdmx.train.checkpoint import load_checkpoint, restore_generator
 from rdmx.train.evaluation import evaluate_generator
 from rdmx.train.sampling import generate
 
@@ -22,7 +22,7 @@ def load_generator(resolved: ResolvedRecipe, checkpoint: str | Path) -> tuple[Co
     """Components of the recipe with the checkpoint's generator weights loaded."""
     ckpt = load_checkpoint(checkpoint, resolved.fingerprint)
     comp = build_components(resolved)
-    comp.generator.load_state_dict(ckpt["generator"])
+    restore_generator(comp.generator, ckpt, checkpoint)
     comp.generator.eval()
     return comp, ckpt
 

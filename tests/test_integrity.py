@@ -182,3 +182,47 @@ def test_rebuild_recomputes_outputs_from_cached_features(data, tmp_path, monkeyp
     encoders, second = build(data, tmp_path, rebuild=True)
     assert calls == [1] and encoders["a"].rows_seen == encoders["b"].rows_seen == 0
     assert second["a"].floor == first["a"].floor
+
+
+def test_checkpoint_contents_that_cannot_be_restored_are_one_clear_message(tmp_path):
+    from rdmx.errors import RdmxError
+    from rdmx.train.checkpoint import restore_generator, restore_training
+
+    gen = torch.nn.Linear(4, 4)
+    opt = torch.optim.AdamW(gen.parameters())
+    good = {"step": 1, "generator": gen.state_dict(), "optimizer": opt.state_dict(), "balancer": None,
+            "torch_rng": torch.get_rng_state()}
+    assert restore_training(good, "c.pt", generator=gen, optimizer=opt, balancer=None) == 1
+    cases = {
+        "do not fit this recipe's generator": {**good, "generator": torch.nn.Linear(4, 5).state_dict()},
+        "non-finite generator weights": {**good, "generator": {k: v * float("nan") for k, v in gen.state_dict().items()}},
+        "has no optimizer state": {**good, "optimizer": None},
+        "its torch_rng state cannot be restored": {**good, "torch_rng": torch.zeros(3, dtype=torch.uint8)},
+        "its optimizer state cannot be restored": {**good, "optimizer": {"state": {}, "param_groups": []}},
+    }
+    for message, ckpt in cases.items():
+        with pytest.raises(RdmxError, match=message):
+            restore_training(ckpt, "c.pt", generator=gen, optimizer=opt, balancer=None)
+    with pytest.raises(RdmxError, match="c.pt: its generator weights do not fit"):
+        restore_generator(torch.nn.Linear(4, 5), good, "c.pt")
+
+
+def test_unreadable_image_in_a_worker_is_one_line_naming_the_file(tmp_path):
+    from PIL import Image
+
+    from rdmx.data.folder import image_folder
+    from rdmx.errors import RdmxError
+    from rdmx.reference.extract import extract_features
+    from rdmx.testing import tiny_conv
+
+    for i in range(6):
+        Image.new("RGB", (12, 12), (i * 20, 0, 0)).save(tmp_path / f"{i}.png")
+    for i in (2, 3, 4):  # whichever lands in the train split
+        (tmp_path / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    d = image_folder(tmp_path, size=12, val_count=1)
+    with pytest.raises(RdmxError) as info:
+        extract_features({"a": tiny_conv(0, 3, 2)}, d.train, cache_dir=tmp_path / "c", data_fingerprint="d",
+                         split="train", batch_size=2, num_workers=2, progress=False)
+    text = str(info.value)
+    assert "\n" not in text and "Traceback" not in text
+    assert text.startswith("cannot read image") and text.split(":")[0].endswith((".png"))

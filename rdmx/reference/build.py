@@ -33,7 +33,7 @@ import torch
 from rdmx.errors import RdmxError
 from rdmx.fingerprint import fingerprint
 from rdmx.console import warn
-from rdmx.files import IntegrityError, load_tensors, read_sealed_json, save_tensors, write_sealed_json
+from rdmx.files import IntegrityError, clean_stale_temps, load_tensors, read_sealed_json, save_tensors, write_sealed_json
 from rdmx.reference.bundle import MANIFEST_FILE, REBUILD, TENSORS_FILE, verify_bundle
 from rdmx.reference.extract import (
     DEFAULT_SHARD_ROWS,
@@ -220,6 +220,8 @@ def build_references(
         plan[name] = paths
 
     if rank == 0:  # damaged derived files are discarded (and rebuilt below), never used
+        for folder in (cache / "banks", cache / "floors", *(p["reference"] for p in plan.values() if "reference" in p)):
+            clean_stale_temps(folder)  # what killed writers left
         for name, paths in plan.items():
             if rebuild:
                 discard_outputs(paths)

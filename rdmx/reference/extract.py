@@ -16,6 +16,7 @@ round-robin to the ranks; rank 0 writes the manifests.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -318,6 +319,20 @@ def extract_features(
     return dirs
 
 
+@contextlib.contextmanager
+def _plain_worker_errors():
+    """A user error raised in a DataLoader worker (e.g. an unreadable image) reaches the main process
+    wrapped in the worker's traceback text; give back its own one-line message."""
+    try:
+        yield
+    except RdmxError as exc:
+        text = str(exc)
+        if "DataLoader worker" not in text:
+            raise
+        lines = [ln for ln in text.splitlines() if ln.startswith(("rdmx.errors.", "RdmxError:"))]
+        raise RdmxError(lines[-1].split(": ", 1)[1] if lines else text.splitlines()[0]) from None
+
+
 def _run_shards(todo, dataset, missing, shard_rows, batch_size, num_workers, progress, split, on_shard) -> None:
     """Compute the missing shards: batches never cross a shard boundary."""
     from tqdm.auto import tqdm
@@ -340,7 +355,7 @@ def _run_shards(todo, dataset, missing, shard_rows, batch_size, num_workers, pro
                desc=f"features[{split}]", disable=not progress, dynamic_ncols=True)
     parts: dict[Path, list[torch.Tensor]] = {}
     labels: list[torch.Tensor] = []
-    with bar, torch.inference_mode():
+    with bar, torch.inference_mode(), _plain_worker_errors():
         for (s, a, b, last), (images, batch_labels) in zip(plan, loader):
             for d in missing[s]:
                 enc = todo[d]

@@ -63,3 +63,43 @@ def load_checkpoint(path: str | Path, fingerprint: str | None = None) -> dict[st
             f"not {fingerprint}; use the recipe that made it (rdmx show prints fingerprints)"
         )
     return ckpt
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def restore_generator(generator: torch.nn.Module, ckpt: dict[str, Any], path: str | Path) -> None:
+    """Load a checkpoint's generator weights, refusing non-finite or ill-fitting ones clearly."""
+    state = ckpt["generator"]
+    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise IntegrityError(path, f"holds non-finite generator weights ({', '.join(bad[:3])})", "an rdmx checkpoint",
+                             "restore a good copy, or start over with --fresh")
+    try:
+        generator.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+        raise RdmxError(f"{path}: its generator weights do not fit this recipe's generator ({_first_line(exc)})") from None
+
+
+def restore_training(ckpt: dict[str, Any], path: str | Path, *, generator, optimizer, balancer) -> int:
+    """Restore generator, optimiser, balancer and RNG from a verified checkpoint; returns its step."""
+    restore_generator(generator, ckpt, path)
+    parts = (("optimizer", optimizer.load_state_dict if optimizer is not None else None),
+             ("balancer", balancer.load_state_dict if balancer is not None else None),
+             ("torch_rng", torch.set_rng_state))
+    for key, load in parts:
+        value = ckpt.get(key)
+        if load is None or (key == "balancer" and value is None):
+            continue
+        if value is None:
+            raise RdmxError(f"{path}: has no {key} state to resume from; start over with --fresh")
+        try:
+            load(value)
+        except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as exc:
+            raise RdmxError(f"{path}: its {key} state cannot be restored ({_first_line(exc)}); "
+                            f"start over with --fresh") from None
+    cuda = ckpt.get("cuda_rng")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    return int(ckpt["step"])

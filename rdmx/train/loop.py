@@ -19,7 +19,7 @@ from rdmx.recipe import ResolvedRecipe
 from rdmx.samples import save_grid
 from rdmx.track.base import NullTracker, Tracker
 from rdmx.train.build import Components, build_components
-from rdmx.train.checkpoint import load_checkpoint, save_checkpoint
+from rdmx.train.checkpoint import load_checkpoint, restore_training, save_checkpoint
 from rdmx.train.distributed import DistContext, from_environment
 from rdmx.train.gradcache import cached_backward, direct_backward
 from rdmx.train.evaluation import evaluate_generator
@@ -196,12 +196,8 @@ class Trainer:
         if ckpt is None and resume and ckpt_path.is_file():
             ckpt = load_checkpoint(ckpt_path, self.resolved.fingerprint)
         if ckpt is not None:
-            gen.load_state_dict(ckpt["generator"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            if ckpt["balancer"] is not None:
-                self.c.balancer.load_state_dict(ckpt["balancer"])
-            torch.set_rng_state(ckpt["torch_rng"])
-            start = int(ckpt["step"])
+            start = restore_training(ckpt, ckpt_path, generator=gen, optimizer=self.optimizer,
+                                     balancer=self.c.balancer)
             self.state = RunState.from_dict(ckpt["extra"].get("state", {}))
         self.prepare_references()
         if start == 0:
