@@ -50,6 +50,16 @@ def finished_summary(resolved: ResolvedRecipe, out: Path, checkpoint: dict[str, 
     return summary if ok and summary.get("steps") == checkpoint["step"] else None
 
 
+def _previous_run_id(out: Path) -> str | None:
+    from rdmx.files import IntegrityError, read_json
+
+    try:
+        found = read_json(out / RUN_FILE) if (out / RUN_FILE).is_file() else {}
+    except IntegrityError:
+        return None  # only a hint for marking an abandoned tracking run
+    return found.get("run_id") if isinstance(found, dict) else None
+
+
 def run_one(resolved: ResolvedRecipe, out: Path, tracker: Tracker, progress: bool = True,
             nested: bool = False, resume: bool = True) -> dict[str, Any]:
     """Train one recipe in ``out`` (locked while it runs) and write ``out/summary.json``.
@@ -58,7 +68,7 @@ def run_one(resolved: ResolvedRecipe, out: Path, tracker: Tracker, progress: boo
     i.e. ``--fresh``, trains again); a killed run resumes from its last checkpoint; a tracking run
     that a killed process left open is marked failed."""
     from rdmx.console import warn
-    from rdmx.files import FolderLock, clean_stale_temps, read_json, write_json
+    from rdmx.files import FolderLock, clean_stale_temps, write_json
     from rdmx.train.checkpoint import load_checkpoint
     from rdmx.train.loop import Trainer
 
@@ -75,7 +85,7 @@ def run_one(resolved: ResolvedRecipe, out: Path, tracker: Tracker, progress: boo
                 warn(f"{out} holds this recipe's finished run ({done['steps']} steps): nothing to do; "
                      f"--fresh trains it again, another --out keeps both")
             return done
-        previous = (read_json(out / RUN_FILE) if (out / RUN_FILE).is_file() else {}).get("run_id")
+        previous = _previous_run_id(out)
         run_id = ckpt.get("run_id") if ckpt is not None else None
         if main and previous and previous != run_id:
             tracker.mark_abandoned(previous)
