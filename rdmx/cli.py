@@ -39,6 +39,7 @@ def _console(stderr: bool = False):
 _KIND_COLUMNS = {
     "encoders": ["resolution", "dim", "weights", "weights_available"],
     "datasets": ["kind", "classes"],
+    "generators": ["params", "resolution", "weights", "weights_available"],
 }
 
 
@@ -95,6 +96,8 @@ def _fmt(value) -> str:
         return "yes"
     if value is False:
         return "no"
+    if isinstance(value, int) and value >= 10**6:  # parameter counts
+        return f"{value / 1e6:,.1f} M"
     return "" if value is None else str(value)
 
 
@@ -203,7 +206,7 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
     con = _console()
     if "cells" in summary:
         table = Table(title=f"sweep {summary['recipe']}")
-        keys = list(summary["sweep"])
+        keys = list(summary["cells"][0]["values"]) if summary["cells"] else []  # swept paths
         metric_keys = sorted({k for c in summary["cells"] for k in c["final"] if k.count("/") == 1})
         for col in [*keys, *metric_keys]:
             table.add_column(col)
@@ -291,7 +294,7 @@ def _mount_subcommands() -> None:
     from rdmx.cli_weights import app as weights_app
 
     app.add_typer(reference_app, name="reference", help="Build frozen reference bundles, floors and banks.")
-    app.add_typer(weights_app, name="weights", help="Pretrained weights of the encoder presets.")
+    app.add_typer(weights_app, name="weights", help="Pretrained weights of encoders and generators.")
 
 
 _mount_subcommands()
