@@ -18,6 +18,7 @@ module exactly (names and shapes): a mismatch is an error listing what differs.
 from __future__ import annotations
 
 import pickle
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -41,10 +42,13 @@ def read_state_dict(path: str | Path, allow_pickle: bool = False) -> dict[str, t
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as exc:
+        if not zipfile.is_zipfile(path):
+            raise RdmxError(f"{path}: not a readable torch or safetensors file") from None
+        culprit = next((ln.strip() for ln in str(exc).splitlines() if "Unsupported global" in ln), "")
         raise RdmxError(
-            f"{path}: holds objects other than tensors, which weights_only loading refuses "
-            f"({str(exc).splitlines()[0]}). If you trust the file, set generator.allow_pickle = true, "
-            f"or convert it once to safetensors"
+            f"{path}: holds objects other than tensors, which weights_only loading refuses"
+            f"{f' ({culprit})' if culprit else ''}. If you trust the file, set generator.allow_pickle = "
+            f"true, or convert it once to safetensors"
         ) from None
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
         raise RdmxError(f"{path}: not a readable torch or safetensors file ({type(exc).__name__}: {exc})") from None
