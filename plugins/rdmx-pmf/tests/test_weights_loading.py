@@ -146,3 +146,16 @@ def test_weights_cli_lists_generators_and_refuses_offline(cache):
     assert "generator" in row and "missing" in row
     out = rdmx("weights", "fetch", "pmf-h", env=env)
     assert out.returncode == 1 and "HF_HUB_OFFLINE" in out.stdout + out.stderr
+
+
+def test_list_generators_shows_the_family_from_its_entry_point():
+    import json
+
+    from tests.helpers import rdmx
+
+    out = rdmx("list", "generators", "pmf-*", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = {r["name"]: r for r in json.loads(out.stdout)["components"]}
+    assert set(rows) == {"pmf-b", "pmf-l", "pmf-h"} and {r["plugin"] for r in rows.values()} == {"rdmx-pmf"}
+    assert rows["pmf-h"]["params"] == 955_508_992 and rows["pmf-h"]["weights"] == "pretrained"
+    assert rows["pmf-b"]["weights"] == "random"
