@@ -17,20 +17,23 @@ from rdmx.train.evaluation import evaluate_generator
 SAMPLE_SEED = 2024  # fixed noise for checkpoint sampling: comparable across checkpoints
 
 
-def load_generator(resolved: ResolvedRecipe, checkpoint: str | Path) -> tuple[Components, dict[str, Any]]:
-    """Components of the recipe with the checkpoint's generator weights loaded."""
-    ckpt = load_checkpoint(checkpoint, resolved.fingerprint)
+def load_generator(resolved: ResolvedRecipe, checkpoint: str | Path | None) -> tuple[Components, dict[str, Any]]:
+    """Components of the recipe with the checkpoint's generator weights loaded; without a
+    checkpoint, the generator as the recipe builds it (its warm start: step 0)."""
+    ckpt = load_checkpoint(checkpoint, resolved.fingerprint) if checkpoint is not None else {"step": 0, "run_id": None}
     comp = build_components(resolved)
-    comp.generator.load_state_dict(ckpt["generator"])
+    if checkpoint is not None:
+        comp.generator.load_state_dict(ckpt["generator"])
     comp.generator.eval()
     return comp, ckpt
 
 
-def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path, *, n: int | None = None,
+def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None, *, n: int | None = None,
                         out: Path | None = None, suite=None, progress: bool = True,
                         log: bool = True):
     """SW_rK (all / training / held-out encoders), MMDr and FD of a checkpoint's samples
-    (``suite`` overrides the recipe's ``eval.suite``).
+    (``suite`` overrides the recipe's ``eval.suite``); ``checkpoint = None`` evaluates the recipe's
+    own generator (e.g. the released pMF-H before post-training).
 
     Writes ``out/eval.json``; logs to the MLflow run that made the checkpoint when tracking is on."""
     from rdmx.reference.build import build_references
@@ -49,7 +52,7 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path, *, n: 
                             chunk=r.train.micro_batch or r.train.batch, device=comp.device,
                             metrics=comp.metrics, data=comp.data, step=int(ckpt["step"]))
     result = ev.result
-    result.settings["checkpoint"] = str(checkpoint)
+    result.settings["checkpoint"] = str(checkpoint) if checkpoint is not None else "(the recipe's generator)"
     result.settings["step"] = int(ckpt["step"])
     if out is not None:
         write_json_atomic(Path(out) / "eval.json", result.to_dict())
@@ -68,7 +71,7 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path, *, n: 
     return result
 
 
-def sample_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path, *, n: int, out: Path,
+def sample_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None, *, n: int, out: Path,
                       columns: int = 8, seed: int = SAMPLE_SEED, max_grid_rows: int = 32) -> dict[str, Path]:
     """``n`` samples as ``samples.npz`` (ADM layout: uint8 NHWC ``arr_0``, class ids ``arr_1`` when
     class-conditional) and labelled PNG grids (8 rows of ``columns`` per grid, one class per row,

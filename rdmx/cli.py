@@ -236,7 +236,8 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
 @app.command("eval")
 def eval_cmd(
     recipe: Annotated[Path, typer.Argument(help="the recipe that trained the checkpoint")],
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="checkpoint file (.pt)")],
+    checkpoint: Annotated[Optional[Path], typer.Option(
+        "--checkpoint", "-c", help="checkpoint file (.pt); none: the recipe's generator as built (its warm start)")] = None,
     n: Annotated[Optional[int], typer.Option("--n", help="samples (and rows per real set); default eval.n")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="folder for eval.json")] = None,
     set_: SetOpt = None,
@@ -256,7 +257,8 @@ def eval_cmd(
 @app.command("sample")
 def sample_cmd(
     recipe: Annotated[Path, typer.Argument(help="the recipe that trained the checkpoint")],
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="checkpoint file (.pt)")],
+    checkpoint: Annotated[Optional[Path], typer.Option(
+        "--checkpoint", "-c", help="checkpoint file (.pt); none: the recipe's generator as built (its warm start)")] = None,
     n: Annotated[int, typer.Option("--n", help="number of samples")] = 64,
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("samples"),
     set_: SetOpt = None,

@@ -159,3 +159,9 @@ def test_tiny_run_then_sample_and_eval_its_checkpoint(folder, tmp_path):
     assert ev.returncode == 0, ev.stderr[-3000:]
     result = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert set(result["encoders"]) == {"conv-a", "held"} and result["settings"]["step"] == 2
+    # no checkpoint: the recipe's own generator (the warm start), the same numbers as the run's step 0
+    ev0 = rdmx("eval", str(IMAGENET), *args(sets), "--n", "12", "--out", str(tmp_path / "ev0"), "--no-progress", cwd=tmp_path)
+    assert ev0.returncode == 0, ev0.stderr[-3000:]
+    base = json.loads((tmp_path / "ev0" / "eval.json").read_text())
+    assert base["settings"]["step"] == 0
+    assert base["summary"]["sw_rK"] == pytest.approx(summary["initial"]["eval/sw_rK"], rel=1e-5)
