@@ -6,7 +6,8 @@ each of ``steps`` Euler steps of length h = 1/steps at time t computes
 under bf16 autocast (parameters stay float32). One step (the paper's setting) gives z − u(z, t=1,
 h=1) = x̂. Images leave in [−1, 1] and are mapped to [0, 1] (then clamped, as the release does).
 
-Noise: ``sample_noise`` draws ``noise_scale · N(0, I)``. The iRDM release trains and evaluates
+Noise: ``sample_noise`` draws ``noise_scale · N(0, I)`` (on an accelerator, on the device from
+a seed taken from the caller's generator). The iRDM release trains and evaluates
 pMF-H with unscaled N(0, I) (its sampler takes the noise as given), which is the default here;
 pMF's own sampler scales by 2 (``noise_scale = 2``, the denoiser's training noise level).
 """
@@ -45,8 +46,9 @@ class PMFGenerator(Generator):
 
     # -- conditions and noise --------------------------------------------------------------
     def sample_noise(self, n: int, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
-        z = torch.randn((n, *self.noise_shape), generator=generator) * self.config.noise_scale
-        return z.to(device)
+        """``noise_scale · N(0, I)`` of shape (n, 3, S, S); see :func:`draw_normal` for where it is drawn."""
+        device = torch.device(device)
+        return draw_normal((n, *self.noise_shape), generator, device, on_device=device.type != "cpu") * self.config.noise_scale
 
     def _classes(self, cond: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor:
         if cond is None:
@@ -78,6 +80,18 @@ class PMFGenerator(Generator):
     def shard_units(self) -> list[torch.nn.Module]:
         """The repeated transformer blocks (trunk, then u-head): FSDP / activation-checkpointing units."""
         return list(self.net.blocks)
+
+
+def draw_normal(shape: tuple[int, ...], generator: torch.Generator, device: torch.device, on_device: bool) -> torch.Tensor:
+    """N(0, I) samples, a function of ``generator``'s state alone (the same on every rank).
+
+    On the CPU they come from ``generator`` itself. For an accelerator (``on_device``) one seed is
+    taken from ``generator`` and the values are drawn on the device: an ImageNet step needs
+    5120 × 3 × 256² ≈ 1 G values, seconds of CPU time if drawn there."""
+    if not on_device:
+        return torch.randn(shape, generator=generator).to(device)
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    return torch.randn(shape, device=device, generator=torch.Generator(device).manual_seed(seed))
 
 
 def _weights_file(config, preset: PMFPreset) -> str | None:

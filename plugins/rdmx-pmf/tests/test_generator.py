@@ -87,6 +87,21 @@ def test_noise_scale_default_is_unscaled_and_two_is_available():
     assert torch.equal(scaled, 2.0 * unit)
 
 
+def test_accelerator_noise_is_a_function_of_the_callers_generator():
+    from rdmx_pmf.generator import draw_normal
+
+    def on_device(seed):
+        g = torch.Generator().manual_seed(seed)
+        return draw_normal((4, 3, 8, 8), g, torch.device("cpu"), on_device=True), g
+
+    a, ga = on_device(0)
+    b, gb = on_device(0)
+    assert torch.equal(a, b) and torch.equal(ga.get_state(), gb.get_state())  # same on every rank
+    assert not torch.equal(a, on_device(1)[0])
+    assert not torch.equal(a, draw_normal((4, 3, 8, 8), torch.Generator().manual_seed(0), torch.device("cpu"), False))
+    assert a.std().item() == pytest.approx(1.0, abs=0.15)
+
+
 def test_bf16_autocast_stays_close_to_float32_and_keeps_float32_parameters():
     gen = build()
     z, y = draw(gen)
