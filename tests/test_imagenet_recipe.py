@@ -165,3 +165,14 @@ def test_tiny_run_then_sample_and_eval_its_checkpoint(folder, tmp_path):
     base = json.loads((tmp_path / "ev0" / "eval.json").read_text())
     assert base["settings"]["step"] == 0
     assert base["summary"]["sw_rK"] == pytest.approx(summary["initial"]["eval/sw_rK"], rel=1e-5)
+
+
+def test_a_checkpoint_replaces_the_warm_start_without_reading_it():
+    from rdmx.checkpoints import without_warm_start
+
+    r = load_recipe(IMAGENET)
+    swapped = without_warm_start(r)
+    assert swapped.config("generator").weights == "random" and r.config("generator").weights == "pretrained"
+    rest = {k: v for k, v in swapped.config("generator").model_dump().items() if k != "weights"}
+    assert rest == {k: v for k, v in r.config("generator").model_dump().items() if k != "weights"}
+    assert swapped.config("battery.encoders[0]") is r.config("battery.encoders[0]")
