@@ -83,7 +83,6 @@ def bench(size: str, autocast: str, args, device: torch.device) -> dict:
     t_b = timed(fwd_bwd, device, args.iters, args.warmup)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
     n_params = sum(p.numel() for p in gen.parameters())
-    del gen
     return {"size": size, "precision": "bf16" if autocast == "bf16" else "float32", "mparams": n_params / 1e6,
             "gflop": flops_f / args.batch / 1e9, "fwd": args.batch / t_f, "fwd_tf": flops_f / t_f / 1e12,
             "fb": args.batch / t_b, "fb_tf": flops_b / t_b / 1e12, "peak": peak}

@@ -103,7 +103,7 @@ def sample_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None, *
     chunk = r.train.micro_batch or r.train.batch
     g = torch.Generator().manual_seed(seed)
     out = Path(out)
-    c, size = info.sample_shape[0], info.sample_shape[1:]
+    size = info.sample_shape[1:]
     with torch.no_grad(), NpzStream(out / "samples.npz", n, (*size, 3), cond) as npz:
         for s in range(0, n, chunk):
             m = min(chunk, n - s)
