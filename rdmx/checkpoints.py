@@ -9,29 +9,41 @@ from typing import Any
 import torch
 
 from rdmx.recipe import ResolvedRecipe
-from rdmx.samples import save_grid, save_npz
+from rdmx.samples import NpzStream, class_plan, grid_rows, save_grid, to_uint8_nhwc
 from rdmx.train.build import Components, build_components
 from rdmx.train.checkpoint import load_checkpoint, restore_generator
 from rdmx.train.evaluation import evaluate_generator
-from rdmx.train.sampling import generate
 
 SAMPLE_SEED = 2024  # fixed noise for checkpoint sampling: comparable across checkpoints
 
 
-def load_generator(resolved: ResolvedRecipe, checkpoint: str | Path) -> tuple[Components, dict[str, Any]]:
-    """Components of the recipe with the checkpoint's generator weights loaded."""
-    ckpt = load_checkpoint(checkpoint, resolved.fingerprint)
-    comp = build_components(resolved)
-    restore_generator(comp.generator, ckpt, checkpoint)
+def load_generator(resolved: ResolvedRecipe, checkpoint: str | Path | None) -> tuple[Components, dict[str, Any]]:
+    """Components of the recipe with the checkpoint's generator weights loaded; without a
+    checkpoint, the generator as the recipe builds it (its warm start: step 0)."""
+    ckpt = load_checkpoint(checkpoint, resolved.fingerprint) if checkpoint is not None else {"step": 0, "run_id": None}
+    comp = build_components(without_warm_start(resolved) if checkpoint is not None else resolved)
+    if checkpoint is not None:
+        restore_generator(comp.generator, ckpt, checkpoint)
     comp.generator.eval()
     return comp, ckpt
 
 
-def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path, *, n: int | None = None,
+def without_warm_start(resolved: ResolvedRecipe) -> ResolvedRecipe:
+    """The recipe with its generator's ``weights`` set to "random", for building a generator that a
+    checkpoint then overwrites: its warm start (3.8 GB for pMF-H) need not be read, nor present."""
+    cfg = resolved.config("generator")
+    if "weights" not in type(cfg).model_fields:
+        return resolved
+    configs = {**resolved.configs, "generator": cfg.model_copy(update={"weights": "random"})}
+    return ResolvedRecipe(resolved.recipe, configs, resolved.source)
+
+
+def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None, *, n: int | None = None,
                         out: Path | None = None, suite=None, progress: bool = True,
                         log: bool = True):
     """SW_rK (all / training / held-out encoders), MMDr and FD of a checkpoint's samples
-    (``suite`` overrides the recipe's ``eval.suite``).
+    (``suite`` overrides the recipe's ``eval.suite``); ``checkpoint = None`` evaluates the recipe's
+    own generator (e.g. the released pMF-H before post-training).
 
     Writes ``out/eval.json``; logs to the MLflow run that made the checkpoint when tracking is on."""
     from rdmx.reference.build import build_references
@@ -50,7 +62,7 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path, *, n: 
                             chunk=r.train.micro_batch or r.train.batch, device=comp.device,
                             metrics=comp.metrics, data=comp.data, step=int(ckpt["step"]))
     result = ev.result
-    result.settings["checkpoint"] = str(checkpoint)
+    result.settings["checkpoint"] = str(checkpoint) if checkpoint is not None else "(the recipe's generator)"
     result.settings["step"] = int(ckpt["step"])
     if out is not None:
         write_json(Path(out) / "eval.json", result.to_dict())
@@ -69,26 +81,60 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path, *, n: 
     return result
 
 
-def sample_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path, *, n: int, out: Path,
-                      columns: int = 8, seed: int = SAMPLE_SEED) -> dict[str, Path]:
-    """``n`` samples as PNG grids (one per 64 images, rows labelled with class names) and
-    ``samples.npz`` (uint8 NHWC ``arr_0``, labels ``arr_1`` when class-conditional)."""
+def sample_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None, *, n: int, out: Path,
+                      columns: int = 8, seed: int = SAMPLE_SEED, max_grid_rows: int = 32) -> dict[str, Path]:
+    """``n`` samples as ``samples.npz`` (ADM layout: uint8 NHWC ``arr_0``, class ids ``arr_1`` when
+    class-conditional) and labelled PNG grids (8 rows of ``columns`` per grid, one class per row,
+    up to ``max_grid_rows`` classes spread over those sampled).
+
+    Classes come from :func:`rdmx.samples.class_plan` (balanced: 50 per class for 50k ImageNet
+    samples). Generation runs in chunks of the recipe's micro batch and the archive is streamed,
+    so memory holds one chunk of images whatever ``n``."""
     r = resolved.recipe
     comp, _ = load_generator(resolved, checkpoint)
     if not comp.info.is_image:
         raise ValueError(f"rdmx sample writes images; this recipe's generator makes {comp.info.sample_shape} vectors")
-    info = comp.info
-    cond = None
-    if info.num_classes:  # classes in blocks of `columns`, so every grid row has one label
-        cond = (torch.arange(n, device=comp.device) // columns) % info.num_classes
+    info, gen = comp.info, comp.generator
+    cond = class_plan(n, info.num_classes, columns) if info.num_classes else None
+    rows = grid_rows(cond, columns, max_grid_rows) if cond is not None else [
+        torch.arange(s, min(s + columns, n)) for s in range(0, min(n, columns * max_grid_rows), columns)]
+    wanted = {int(i) for row in rows for i in row}
+    kept: dict[int, torch.Tensor] = {}
     chunk = r.train.micro_batch or r.train.batch
-    images, cond = generate(comp.generator, n, seed, chunk, comp.device, cond=cond)
+    g = torch.Generator().manual_seed(seed)
     out = Path(out)
-    paths = {"npz": save_npz(images, out / "samples.npz", cond)}
-    per_grid = columns * 8
-    for i in range(0, n, per_grid):
-        block = images[i : i + per_grid]
-        labels = [info.class_names[c] for c in cond[i : i + per_grid].tolist()] if cond is not None else None
-        paths[f"grid{i // per_grid}"] = save_grid(block, out / f"grid-{i // per_grid:04d}.png", labels=labels,
+    size = info.sample_shape[1:]
+    with torch.no_grad(), NpzStream(out / "samples.npz", n, (*size, 3), cond) as npz:
+        for s in range(0, n, chunk):
+            m = min(chunk, n - s)
+            noise = gen.sample_noise(m, g, comp.device)
+            images = gen(noise, None if cond is None else cond[s : s + m].to(comp.device)).float().cpu()
+            npz.write(to_uint8_nhwc(images))
+            kept.update({i: images[i - s] for i in range(s, s + m) if i in wanted})
+    paths = {"npz": out / "samples.npz"}
+    per_grid = 8
+    for k in range(0, len(rows), per_grid):
+        block = rows[k : k + per_grid]
+        images = torch.stack([kept[int(i)] for row in block for i in row])
+        labels = None
+        if cond is not None:
+            labels = [info.class_names[int(cond[i])] if info.class_names else str(int(cond[i])) for row in block for i in row]
+        # each row is padded to full width so that row labels line up
+        images, labels = _pad_rows(block, images, labels, columns)
+        paths[f"grid{k // per_grid}"] = save_grid(images, out / f"grid-{k // per_grid:04d}.png", labels=labels,
                                                   columns=columns, scale=max(1, 64 // images.shape[-1]))
     return paths
+
+
+def _pad_rows(rows, images, labels, columns):
+    """Rows shorter than ``columns`` get blank tiles, so each grid row is one class."""
+    out, lab, pos = [], [], 0
+    for row in rows:
+        k = len(row)
+        out.append(images[pos : pos + k])
+        if k < columns:
+            out.append(torch.ones(columns - k, *images.shape[1:]))
+        if labels is not None:
+            lab += labels[pos : pos + k] + [labels[pos]] * (columns - k)
+        pos += k
+    return torch.cat(out), (lab if labels is not None else None)

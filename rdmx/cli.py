@@ -39,6 +39,7 @@ def _console(stderr: bool = False):
 _KIND_COLUMNS = {
     "encoders": ["resolution", "dim", "weights", "weights_available"],
     "datasets": ["kind", "classes"],
+    "generators": ["params", "resolution", "weights", "weights_available"],
 }
 
 
@@ -95,6 +96,8 @@ def _fmt(value) -> str:
         return "yes"
     if value is False:
         return "no"
+    if isinstance(value, int) and value >= 10**6:  # parameter counts
+        return f"{value / 1e6:,.1f} M"
     return "" if value is None else str(value)
 
 
@@ -203,7 +206,7 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
     con = _console()
     if "cells" in summary:
         table = Table(title=f"sweep {summary['recipe']}")
-        keys = list(summary["sweep"])
+        keys = list(summary["cells"][0]["values"]) if summary["cells"] else []  # swept paths
         metric_keys = sorted({k for c in summary["cells"] for k in c["final"] if k.count("/") == 1})
         for col in [*keys, *metric_keys]:
             table.add_column(col)
@@ -233,7 +236,8 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
 @app.command("eval")
 def eval_cmd(
     recipe: Annotated[Path, typer.Argument(help="the recipe that trained the checkpoint")],
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="checkpoint file (.pt)")],
+    checkpoint: Annotated[Optional[Path], typer.Option(
+        "--checkpoint", "-c", help="checkpoint file (.pt); none: the recipe's generator as built (its warm start)")] = None,
     n: Annotated[Optional[int], typer.Option("--n", help="samples (and rows per real set); default eval.n")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="folder for eval.json")] = None,
     set_: SetOpt = None,
@@ -253,7 +257,8 @@ def eval_cmd(
 @app.command("sample")
 def sample_cmd(
     recipe: Annotated[Path, typer.Argument(help="the recipe that trained the checkpoint")],
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="checkpoint file (.pt)")],
+    checkpoint: Annotated[Optional[Path], typer.Option(
+        "--checkpoint", "-c", help="checkpoint file (.pt); none: the recipe's generator as built (its warm start)")] = None,
     n: Annotated[int, typer.Option("--n", help="number of samples")] = 64,
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("samples"),
     set_: SetOpt = None,
@@ -291,7 +296,7 @@ def _mount_subcommands() -> None:
     from rdmx.cli_weights import app as weights_app
 
     app.add_typer(reference_app, name="reference", help="Build frozen reference bundles, floors and banks.")
-    app.add_typer(weights_app, name="weights", help="Pretrained weights of the encoder presets.")
+    app.add_typer(weights_app, name="weights", help="Pretrained weights of encoders and generators.")
 
 
 _mount_subcommands()

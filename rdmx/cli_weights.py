@@ -1,4 +1,4 @@
-"""``rdmx weights``: list encoders' pretrained-weight status, fetch them into the local caches."""
+"""``rdmx weights``: the pretrained-weight status of encoders and generators; fetch them into the local caches."""
 
 from __future__ import annotations
 
@@ -8,35 +8,37 @@ from rich.table import Table
 
 from rdmx.errors import RdmxError
 
-app = typer.Typer(help="Pretrained encoder weights: status and download.", no_args_is_help=True)
+app = typer.Typer(help="Pretrained encoder and generator weights: status and download.", no_args_is_help=True)
 
 
 def _registry():
     from rdmx.plugins import get_plugins
+    from rdmx.represent.weights import WEIGHT_KINDS
 
-    return get_plugins().registry("encoders")
+    plugins = get_plugins()
+    return [plugins.registry(k) for k in WEIGHT_KINDS]
 
 
 @app.command("list")
 def list_weights() -> None:
-    """Every registered encoder with its checkpoint and whether its weights are cached."""
+    """Every registered encoder and generator with its checkpoint and whether its weights are cached."""
     from rdmx.represent.weights import status
 
-    table = Table("encoder", "plugin", "checkpoint", "weights", "source")
+    table = Table("name", "kind", "plugin", "checkpoint", "weights", "source")
     for s in status(_registry()):
         color = {"cached": "green", "missing": "red"}.get(s.label, "dim")
-        table.add_row(s.name, s.plugin, s.checkpoint, f"[{color}]{s.label}[/{color}]", s.where)
+        table.add_row(s.name, s.kind[:-1], s.plugin, s.checkpoint, f"[{color}]{s.label}[/{color}]", s.where)
     Console().print(table)
 
 
 @app.command("fetch")
-def fetch_weights(names: list[str] = typer.Argument(..., help="encoder names, e.g. dinov2 inception")) -> None:
-    """Download the named encoders' weights into the Hugging Face / torch hub caches."""
+def fetch_weights(names: list[str] = typer.Argument(..., help="encoder or generator names, e.g. dinov2 inception pmf-h")) -> None:
+    """Download the named components' weights into the Hugging Face / torch hub caches."""
     from rdmx.represent.weights import fetch
 
     try:
         for s in fetch(names, _registry()):
-            Console().print(f"{s.name}: {s.label}")
+            Console().print(f"{s.name} ({s.kind[:-1]}): {s.label} in {s.path or s.where}")
     except RdmxError as exc:
         Console(True).print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None

@@ -331,6 +331,13 @@ def validate_recipe(raw: dict[str, Any], source: str = "recipe", plugins=None) -
     for key, values in recipe.sweep.items():
         if not isinstance(values, list) or not values:
             errors.append(f"{source}: sweep.{key}: needs a non-empty list of values")
+            continue
+        paths = sweep_paths(key)
+        if len(paths) > 1:
+            bad = [v for v in values if not isinstance(v, list) or len(v) != len(paths)]
+            if bad:
+                errors.append(f"{source}: sweep.\"{key}\": ties {len(paths)} paths, so every value must be a "
+                              f"list of {len(paths)} (got {bad[0]!r})")
     if errors:
         raise RecipeError("\n".join(errors))
     return ResolvedRecipe(recipe, configs, source)
@@ -345,8 +352,16 @@ def load_recipe(path: str | Path, overrides: list[str] | list[tuple[str, Any]] |
     return validate_recipe(raw, str(path))
 
 
+def sweep_paths(key: str) -> list[str]:
+    """The recipe paths a ``[sweep]`` key sets: one, or several tied together (``"a.b, c.d"``)."""
+    return [p.strip() for p in key.split(",") if p.strip()]
+
+
 def sweep_cells(resolved: ResolvedRecipe) -> list[tuple[dict[str, Any], ResolvedRecipe]]:
-    """The grid of a recipe's ``[sweep]``: one (swept values, resolved recipe) per cell."""
+    """The grid of a recipe's ``[sweep]``: one (swept values by path, resolved recipe) per cell.
+
+    Keys are crossed; a key naming several paths (``"train.batch, train.lr" = [[512, 5e-7], ...]``)
+    moves them together, so one axis of the grid can tie a learning rate to its batch size."""
     grid = resolved.recipe.sweep
     if not grid:
         return [({}, resolved)]
@@ -356,7 +371,10 @@ def sweep_cells(resolved: ResolvedRecipe) -> list[tuple[dict[str, Any], Resolved
     cells = []
     for combo in itertools.product(*(grid[k] for k in keys)):
         raw = copy.deepcopy(base)
-        values = dict(zip(keys, combo, strict=True))
+        values: dict[str, Any] = {}
+        for key, value in zip(keys, combo, strict=True):
+            paths = sweep_paths(key)
+            values.update(zip(paths, value if len(paths) > 1 else [value], strict=True))
         for k, v in values.items():
             set_path(raw, k, v)
         cells.append((values, validate_recipe(raw, f"{resolved.source} [sweep {values}]")))

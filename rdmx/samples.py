@@ -1,14 +1,16 @@
-"""Sample exports: labelled PNG grids and ADM-compatible ``.npz`` files (written atomically)."""
+"""Sample exports: labelled PNG grids and ADM-compatible ``.npz`` files (written atomically, the
+``.npz`` streamed chunk by chunk), and the class plans that lay samples out for both."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from rdmx.files import atomic_write
+from rdmx.files import atomic_write, temp_path
 
 
 def to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
@@ -29,7 +31,8 @@ def save_grid(
     arr = to_uint8_nhwc(images)
     n, h, w, _ = arr.shape
     rows = (n + columns - 1) // columns
-    label_w = 40 if labels is not None else 0
+    label_chars = min(max((len(str(x)) for x in labels), default=0), 24) if labels is not None else 0
+    label_w = 8 + 6 * label_chars if labels is not None else 0
     title_h = 16 if title else 0
     pad = 2
     hs, ws = h * scale, w * scale
@@ -44,19 +47,88 @@ def save_grid(
     if labels is not None:
         for r in range(rows):
             text = str(labels[r * columns]) if r * columns < len(labels) else ""
-            draw.text((4, title_h + pad + r * (hs + pad) + hs // 2 - 6), text[:6], fill="black")
+            draw.text((4, title_h + pad + r * (hs + pad) + hs // 2 - 6), text[:label_chars], fill="black")
     return atomic_write(path, lambda tmp: canvas.save(tmp, format="PNG"))
 
 
-def save_npz(images: torch.Tensor, path: str | Path, labels: torch.Tensor | None = None) -> Path:
-    """ADM-compatible archive: uint8 NHWC under ``arr_0`` (+ ``arr_1`` labels when conditional)."""
-    arr = to_uint8_nhwc(images)
-    arrays = {"arr_0": arr}
-    if labels is not None:
-        arrays["arr_1"] = labels.detach().cpu().numpy().astype(np.int64)
+def class_plan(n: int, num_classes: int, columns: int = 8) -> torch.Tensor:
+    """Class ids for ``n`` samples, in contiguous runs.
 
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+    With at least ``columns`` samples per class, class(i) = ⌊i·K/n⌋: every class gets ⌊n/K⌋ or
+    ⌈n/K⌉ samples (exactly n/K when K divides n: 50 per class for ADM's 50k ImageNet set). With
+    fewer, whole rows of ``columns`` samples share a class and the rows are spread evenly over
+    the K classes (a grid with one class per row)."""
+    i = torch.arange(n)
+    if n >= num_classes * columns:
+        return i * num_classes // n
+    rows = -(-n // columns)
+    return (i // columns) * num_classes // rows
 
-    return atomic_write(path, write)
+
+def grid_rows(cond: torch.Tensor, columns: int = 8, max_rows: int = 32) -> list[torch.Tensor]:
+    """Index rows for labelled grids: the first ``columns`` samples of up to ``max_rows`` classes
+    spread evenly over those present in ``cond`` (contiguous runs, as :func:`class_plan` makes)."""
+    classes = torch.unique_consecutive(cond)
+    if len(classes) > max_rows:
+        classes = classes[torch.arange(max_rows) * len(classes) // max_rows]
+    return [torch.nonzero(cond == c).flatten()[:columns] for c in classes.tolist()]
+
+
+def spread_classes(num_classes: int, rows: int = 8) -> torch.Tensor:
+    """Up to ``rows`` class ids spread evenly over ``num_classes`` (the rows of a training grid)."""
+    k = min(rows, num_classes)
+    return torch.arange(k) * num_classes // k
+
+
+class NpzStream:
+    """Write an ADM-compatible ``.npz`` (``arr_0``: uint8 NHWC, ``arr_1``: labels) one chunk at a time.
+
+    The array is streamed into the zip member, so memory holds one chunk (50k ImageNet samples at
+    256² are 9.8 GB). The file appears atomically on close; an exception leaves no file.
+
+        with NpzStream(path, n, (256, 256, 3), labels) as npz:
+            for chunk in chunks: npz.write(chunk)   # uint8 (b, H, W, 3)
+    """
+
+    def __init__(self, path: str | Path, n: int, shape: tuple[int, int, int], labels: torch.Tensor | None = None):
+        self.path = Path(path)
+        self.n, self.shape, self.labels = n, tuple(shape), labels
+        self.written = 0
+
+    def __enter__(self) -> NpzStream:
+        import zipfile
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = temp_path(self.path)
+        self.zip = zipfile.ZipFile(self.tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        self.member = self.zip.open("arr_0.npy", "w", force_zip64=True)
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+                  "shape": (self.n, *self.shape)}
+        np.lib.format.write_array_header_2_0(self.member, header)
+        return self
+
+    def write(self, chunk: np.ndarray) -> None:
+        if chunk.dtype != np.uint8 or tuple(chunk.shape[1:]) != self.shape:
+            raise ValueError(f"NpzStream: expected uint8 (b, {self.shape}), got {chunk.dtype} {chunk.shape}")
+        if self.written + len(chunk) > self.n:
+            raise ValueError(f"NpzStream: more than the announced {self.n} rows")
+        self.member.write(np.ascontiguousarray(chunk).tobytes())
+        self.written += len(chunk)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        complete = False
+        try:
+            self.member.close()
+            if exc_type is None:
+                if self.written != self.n:
+                    raise ValueError(f"NpzStream: {self.written} rows written, {self.n} announced")
+                if self.labels is not None:
+                    with self.zip.open("arr_1.npy", "w") as f:
+                        np.lib.format.write_array(f, self.labels.detach().cpu().numpy().astype(np.int64))
+                complete = True
+        finally:
+            self.zip.close()
+            if complete:
+                os.replace(self.tmp, self.path)
+            else:
+                Path(self.tmp).unlink(missing_ok=True)

@@ -229,3 +229,22 @@ def test_registration_module_is_torch_free():
     code = "import sys, rdmx.data.plugin; print(sorted(m for m in ('torch', 'PIL', 'numpy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_class_labels_name_the_folders_for_display_only(nested, tmp_path):
+    from rdmx.train.build import data_info
+
+    mapping = tmp_path / "LOC_synset_mapping.txt"
+    mapping.write_text("ant formica, ant\nzebra zebra\nn99 unused\n")
+    data = image_folder(nested, size=8, val_count=2, class_labels=mapping)
+    assert data.class_names == ("ant", "moth", "zebra") and data.display_names == ("formica", "moth", "zebra")
+    assert data_info(data).class_names == ("formica", "moth", "zebra")
+    plain = image_folder(nested, size=8, val_count=2)
+    assert plain.fingerprint() == data.fingerprint()
+    (tmp_path / "m.json").write_text('{"moth": "tiger moth, Arctia"}')
+    assert image_folder(nested, size=8, val_count=2, class_labels=tmp_path / "m.json").display_names == ("ant", "tiger moth", "zebra")
+    (tmp_path / "other.txt").write_text("n01 tench\n")
+    with pytest.raises(RdmxError, match="names none of the class folders"):
+        image_folder(nested, size=8, val_count=2, class_labels=tmp_path / "other.txt")
+    with pytest.raises(RdmxError, match="cannot read"):
+        image_folder(nested, size=8, val_count=2, class_labels=tmp_path / "missing.txt")

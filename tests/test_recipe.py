@@ -106,6 +106,16 @@ def test_sweep_cells_are_the_grid():
     assert len({c.fingerprint for _, c in cells}) == 4
 
 
+def test_sweep_key_with_several_paths_ties_them():
+    grid = 'sweep={"train.batch, train.lr" = [[128, 0.1], [256, 0.2]], "train.steps" = [3, 4]}'
+    cells = sweep_cells(load_recipe(QUICK, [grid]))
+    got = sorted((c.recipe.train.batch, c.recipe.train.lr, c.recipe.train.steps) for _, c in cells)
+    assert got == [(128, 0.1, 3), (128, 0.1, 4), (256, 0.2, 3), (256, 0.2, 4)]
+    assert all(set(v) == {"train.batch", "train.lr", "train.steps"} for v, _ in cells)
+    with pytest.raises(RecipeError, match=r'sweep."train.batch, train.lr": ties 2 paths.*got \[128\]'):
+        load_recipe(QUICK, ['sweep={"train.batch, train.lr" = [[128], [256, 0.2]]}'])
+
+
 def test_cli_show_and_errors_without_traceback(tmp_path):
     out = rdmx("show", str(QUICK), "--set", "train.steps=5")
     assert out.returncode == 0, out.stderr

@@ -26,6 +26,7 @@ class RealData:
     image_size: int
     channels: int
     identity: Callable[[], dict[str, Any]] | dict[str, Any] = field(default_factory=dict, repr=False)
+    display_names: tuple[str, ...] = ()  # human-readable class names for grids (not part of the fingerprint)
     _fingerprint: str | None = field(default=None, init=False, repr=False)
 
     @property

@@ -20,6 +20,10 @@ class ImageFolderConfig(ComponentConfig):
     digest_memo: str | None = Field(
         default=None, description="directory memoising per-file digests by (size, mtime): later fingerprints only stat"
     )
+    class_labels: str | None = Field(
+        default=None, description="display names of the class folders: a text file of '<folder> <name>' lines "
+        "(ImageNet's LOC_synset_mapping.txt) or a JSON object; labels grids, never changes the data"
+    )
 
 
 def build_image_folder(config: ImageFolderConfig):
@@ -35,4 +39,5 @@ def build_image_folder(config: ImageFolderConfig):
         seed=config.seed,
         channels=config.channels,
         digest_memo=config.digest_memo,
+        class_labels=config.class_labels,
     )

@@ -217,11 +217,13 @@ def image_folder(
     seed: int = 0,
     channels: int = 3,
     digest_memo: str | Path | None = None,
+    class_labels: str | Path | None = None,
 ) -> RealData:
     """RealData from an image folder; val is ``val_dir`` or a seeded split of ``train_dir``.
 
     ``digest_memo``: a directory where per-file content digests are memoised (see
-    ``listing_digest``) so that fingerprinting a large folder again only stats its files."""
+    ``listing_digest``) so that fingerprinting a large folder again only stats its files.
+    ``class_labels``: display names of the class folders (see :func:`read_class_labels`)."""
     if size < 1:
         raise RdmxError(f"image size must be positive, got {size}")
     listing = scan_image_folder(train_dir)
@@ -254,4 +256,30 @@ def image_folder(
         image_size=size,
         channels=channels,
         identity=identity,
+        display_names=read_class_labels(class_labels, listing.class_names) if class_labels else (),
     )
+
+
+def read_class_labels(path: str | Path, class_names: Sequence[str]) -> tuple[str, ...]:
+    """Display names for ``class_names`` from ``path``: JSON ``{folder: name}`` or text lines
+    ``<folder> <name>`` (ImageNet's ``LOC_synset_mapping.txt``: "n01440764 tench, Tinca tinca").
+    The first comma-separated name is kept; a folder the file does not name keeps its own name."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise RdmxError(f"class_labels: cannot read {path}: {exc.strerror or exc}") from None
+    if path.suffix == ".json":
+        try:
+            mapping = {str(k): str(v) for k, v in json.loads(text).items()}
+        except (ValueError, AttributeError) as exc:
+            raise RdmxError(f"class_labels: {path} is not a JSON object of folder → name: {exc}") from None
+    else:
+        mapping = {}
+        for line in text.splitlines():
+            folder, _, name = line.strip().partition(" ")
+            if folder:
+                mapping[folder] = name.strip() or folder
+    if class_names and not set(class_names) & set(mapping):
+        raise RdmxError(f"class_labels: {path} names none of the class folders ({class_names[0]}, ...)")
+    return tuple(mapping.get(c, c).split(",")[0].strip() or c for c in class_names)

@@ -56,7 +56,7 @@ def data_info(data) -> DataInfo:
     if hasattr(data, "info"):
         return data.info()
     shape = tuple(getattr(data, "sample_shape", (data.channels, data.image_size, data.image_size)))
-    return DataInfo(shape, data.num_classes, tuple(data.class_names))
+    return DataInfo(shape, data.num_classes, tuple(getattr(data, "display_names", ()) or data.class_names))
 
 
 def build_components(resolved: ResolvedRecipe, plugins: Plugins | None = None, local_rank: int = 0) -> Components:

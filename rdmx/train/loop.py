@@ -16,7 +16,7 @@ from rdmx import __version__
 from rdmx.errors import RdmxError
 from rdmx.files import write_json
 from rdmx.recipe import ResolvedRecipe
-from rdmx.samples import save_grid
+from rdmx.samples import save_grid, spread_classes
 from rdmx.track.base import NullTracker, Tracker
 from rdmx.train.build import Components, build_components
 from rdmx.train.checkpoint import load_checkpoint, restore_training, save_checkpoint
@@ -126,14 +126,20 @@ class Trainer:
         if not self.c.info.is_image or not self.dist.main:
             return None
         info = self.c.info
-        k = max(info.num_classes, 1)
-        cols = 8
+        cols = 8  # one row per class: every class up to 10 classes, else 10 spread over all (ImageNet: 0, 100, ...)
+        classes = spread_classes(info.num_classes, rows=10) if info.num_classes else None
+        rows = len(classes) if classes is not None else 1
         gen = self.c.generator
         g = torch.Generator().manual_seed(self.recipe.seed + 777)
-        noise = gen.sample_noise(k * cols, g, self.c.device)
-        cond = (torch.arange(k, device=self.c.device).repeat_interleave(cols) if info.num_classes else None)
+        noise = gen.sample_noise(rows * cols, g, self.c.device)
+        cond = classes.repeat_interleave(cols).to(self.c.device) if classes is not None else None
+        chunk = self.recipe.train.micro_batch or self.recipe.train.batch
+        was = gen.training
+        gen.eval()
         with torch.no_grad():
-            imgs = gen(noise, cond)
+            imgs = torch.cat([gen(noise[s : s + chunk], None if cond is None else cond[s : s + chunk])
+                              for s in range(0, len(noise), chunk)])
+        gen.train(was)
         labels = ([info.class_names[i] for i in cond.tolist()] if cond is not None else None)
         path = save_grid(imgs, self.out / "samples" / f"step-{step:06d}.png", labels=labels, columns=cols,
                          scale=max(1, 64 // imgs.shape[-1]), title=f"{self.recipe.name} step {step}")

@@ -1,0 +1,1 @@
+"""rdmx generators of the pMF family (pixel MeanFlow, MiT backbone)."""
