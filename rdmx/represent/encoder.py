@@ -37,7 +37,7 @@ class EncoderSpec:
     resolution: int
     weights: str = "pretrained"  # "pretrained" | "random" | a local path
     revision: str = ""  # checkpoint revision or file hash where known
-    resize: str = "bicubic"  # bicubic | bilinear | nearest | none
+    resize: str = "bicubic"  # bicubic | bilinear | nearest | tf1-bilinear (rdmx.represent.resize) | none
     antialias: bool = True
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
@@ -60,10 +60,18 @@ def resize_and_normalise(x: torch.Tensor, spec: EncoderSpec) -> torch.Tensor:
     if x.shape[1] == 1 and len(spec.mean) == 3:
         x = x.expand(-1, 3, -1, -1)
     if spec.resize != "none" and tuple(x.shape[-2:]) != (spec.resolution, spec.resolution):
+        if spec.resize == "tf1-bilinear":
+            from rdmx.represent.resize import resize_bilinear_tf1
+
+            return _normalise(resize_bilinear_tf1(x, (spec.resolution, spec.resolution)), spec)
         kw: dict[str, Any] = {}
         if spec.resize in ("bicubic", "bilinear"):
             kw = {"align_corners": False, "antialias": spec.antialias}
         x = F.interpolate(x, size=(spec.resolution, spec.resolution), mode=spec.resize, **kw)
+    return _normalise(x, spec)
+
+
+def _normalise(x: torch.Tensor, spec: EncoderSpec) -> torch.Tensor:
     mean = torch.as_tensor(spec.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     std = torch.as_tensor(spec.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return (x - mean) / std
