@@ -135,17 +135,20 @@ class Trainer:
         return path
 
     def compute_gradient(self, step: int):
-        """Accumulate into the generator's ``.grad`` the full-batch gradient of step ``step``'s loss.
+        """Accumulate into the generator's ``.grad`` the full-batch gradient ``s·∇L`` of step ``step``'s loss.
 
         Every rank draws the same global noise and keeps its slice; gradient caching bounds memory
         by one micro-chunk; under torchrun the features are gathered and the gradients summed, so
-        every rank holds the single-process gradient."""
+        every rank holds the single-process gradient.
+
+        The gradient scale s is decided here and only here: ``train.loss_scale`` (a number s, or the
+        release's ``b / N`` for a reference per-GPU batch b). It never depends on the micro batch or
+        the world size, so the clip threshold and the learning rate mean the same on any hardware."""
         r, t = self.recipe, self.recipe.train
         gen = self.c.generator
         local = t.batch // self.dist.world  # this rank's share of the global batch N
         micro = min(t.micro_batch or local, local)
-        accumulation = t.batch // (micro * self.dist.world)
-        grad_scale = 1.0 / accumulation if t.loss_scale == "accumulation" else 1.0
+        grad_scale = t.gradient_scale()
         gather = self.dist.gather if self.dist.world > 1 else None
         rows = self.dist.slice(t.batch)
         g = step_generator(r.seed, step, 0)
