@@ -92,12 +92,15 @@ class Estimator(abc.ABC):
     """A distance between one encoder's generated features and its frozen real reference.
 
     ``loss`` gets the WHOLE generated batch (N, d) and returns the raw distance as a
-    differentiable scalar. The engine applies self-normalisation when ``self_normalise``."""
+    differentiable scalar. The engine applies self-normalisation when ``self_normalise`` (the
+    class default, overridden by a config's ``self_normalise`` field)."""
 
     self_normalise: bool = True
 
     def __init__(self, config: Any = None):
         self.config = config
+        if isinstance(getattr(config, "self_normalise", None), bool):
+            self.self_normalise = config.self_normalise
 
     @abc.abstractmethod
     def request(self) -> ReferenceRequest:
