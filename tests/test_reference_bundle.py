@@ -194,3 +194,22 @@ def test_floor_is_the_mean_of_seeded_draws():
     assert np.ptp(manual) < 1e-6
     floor_small = estimate_floor(est, ref, val, draws=4, n=30, seed=0)
     assert floor_small > floor  # smaller batches: larger V-statistic bias
+
+
+def test_k_rr_default_is_the_release_v_statistic_over_100k_rows():
+    """Default krr_subsample = 100,000 (the release's); k_rr keeps the diagonal (V-statistic): on a
+    stream smaller than that it is the float64 brute-force mean over every ordered pair."""
+    from rdmx.compare.configs import MMDNystromConfig
+    from rdmx.compare.mmd import MMDNystrom
+
+    assert ReferenceRequest().krr_subsample == 100_000
+    request = MMDNystrom(MMDNystromConfig(landmarks=16, kmeans_subsample=10_000)).request()
+    assert request.krr_subsample == 100_000
+    x = data()
+    ref = build_reference(stream(x), request, encoder_fingerprint="enc", data_fingerprint="dat")
+    x64 = x.double().numpy()
+    k = np.exp(-cdist(x64, x64, "sqeuclidean") / (2 * ref.sigma**2))
+    assert float(ref.k_rr[0]) == pytest.approx(k.mean(), rel=1e-12)
+    n = len(x64)
+    u_statistic = (k.sum() - n) / (n * (n - 1))
+    assert float(ref.k_rr[0]) - u_statistic == pytest.approx((1 - u_statistic) / n, rel=1e-9)

@@ -29,7 +29,7 @@ class ReferenceRequest:
     sigma_subsample: int = 10_000
     sigma_scale: float = 1.0
     scales: tuple[float, ...] = (1.0,)
-    krr_subsample: int = 10_000
+    krr_subsample: int = 100_000  # the release: k_rr, a V-statistic over 100,000 train rows
     rff_features: int = 0
     moments: bool = False
     bank: int = 0

@@ -43,7 +43,8 @@ class MMDNystromConfig(KernelConfig):
     landmarks: int = Field(4096, ge=1, description="Nystrom landmarks m")
     kmeans_iters: int = Field(20, ge=0, description="Lloyd iterations (0 = landmarks are random real rows)")
     kmeans_subsample: int = Field(200_000, ge=1, description="real rows the k-means is fitted on")
-    krr_subsample: int = Field(10_000, ge=1, description="real rows for the constant E k(r, r')")
+    krr_subsample: int = Field(
+        100_000, ge=1, description="real rows for the constant E k(r, r') (V-statistic, diagonal kept; the release: 100,000)")
     statistic: Literal["v", "u"] = Field("v", description="repulsion: V-statistic (diagonal kept) or U-statistic")
 
 
