@@ -213,3 +213,27 @@ def test_k_rr_default_is_the_release_v_statistic_over_100k_rows():
     n = len(x64)
     u_statistic = (k.sum() - n) / (n * (n - 1))
     assert float(ref.k_rr[0]) - u_statistic == pytest.approx((1 - u_statistic) / n, rel=1e-9)
+
+
+def test_fixed_sigma_replaces_the_median_heuristic():
+    """Table 4's ablation fixes σ = 65 for the kernel arms; the estimator refuses a median-σ reference."""
+    from rdmx.compare.configs import MMDNystromConfig
+    from rdmx.compare.mmd import MMDNystrom
+    from rdmx.errors import RdmxError
+
+    x = data()
+    est = MMDNystrom(MMDNystromConfig(landmarks=16, kmeans_subsample=10_000, sigma=65.0))
+    ref = build_reference(stream(x), est.request(), encoder_fingerprint="enc", data_fingerprint="dat")
+    assert ref.sigma == 65.0 and ref.manifest()["request"]["sigma"] == 65.0
+    x64 = x.double().numpy()
+    k = np.exp(-cdist(x64, x64, "sqeuclidean") / (2 * 65.0**2))
+    assert float(ref.k_rr[0]) == pytest.approx(k.mean(), rel=1e-12)
+    g = x[:20].clone()
+    assert torch.isfinite(est.loss(g, ref))
+    median = build_reference(stream(x), MMDNystrom(MMDNystromConfig(landmarks=16, kmeans_subsample=10_000)).request(),
+                             encoder_fingerprint="enc", data_fingerprint="dat")
+    assert median.sigma != 65.0
+    with pytest.raises(RdmxError, match="sigma"):
+        est.loss(g, median)
+    with pytest.raises(RdmxError, match="sigma"):
+        est.request().merge(ReferenceRequest())

@@ -29,7 +29,9 @@ class EstimatorConfig(ComponentConfig):
 class KernelConfig(EstimatorConfig):
     """Gaussian kernel k(x, y) = exp(-|x - y|^2 / (2 (sigma * scale)^2)), sigma by the median heuristic."""
 
-    sigma_scale: float = Field(1.0, gt=0, description="multiplier of the median-heuristic sigma")
+    sigma_scale: float = Field(1.0, gt=0, description="multiplier of the median-heuristic (or fixed) sigma")
+    sigma: float | None = Field(
+        None, gt=0, description="a fixed base bandwidth instead of the median heuristic (Table 4's ablation: 65)")
     scales: list[float] = Field(default_factory=lambda: [1.0], description="bandwidth multipliers (multi-scale sums them)")
     sigma_subsample: int = Field(10_000, ge=2, description="real rows used for the median heuristic")
     block_elems: int = Field(1 << 24, ge=1, description="kernel entries computed per block (memory bound)")
