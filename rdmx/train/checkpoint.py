@@ -46,6 +46,16 @@ def save_checkpoint(path, *, step, generator, optimizer, balancer, fingerprint, 
     )
 
 
+def restore_rng(ckpt: dict[str, Any]) -> None:
+    """Put back the CPU and CUDA generator states a checkpoint saved (CUDA: on as many devices as
+    both the checkpoint and this machine have)."""
+    torch.set_rng_state(ckpt["torch_rng"])
+    cuda = ckpt.get("cuda_rng")
+    if cuda and torch.cuda.is_available():
+        n = min(len(cuda), torch.cuda.device_count())
+        torch.cuda.set_rng_state_all(list(cuda)[:n])
+
+
 def load_checkpoint(path: str | Path, fingerprint: str | None = None) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():

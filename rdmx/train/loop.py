@@ -18,7 +18,7 @@ from rdmx.recipe import ResolvedRecipe
 from rdmx.samples import save_grid
 from rdmx.track.base import NullTracker, Tracker
 from rdmx.train.build import Components, build_components
-from rdmx.train.checkpoint import load_checkpoint, save_checkpoint
+from rdmx.train.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from rdmx.train.distributed import DistContext, from_environment
 from rdmx.train.gradcache import cached_backward, direct_backward
 from rdmx.train.evaluation import evaluate_generator
@@ -182,7 +182,7 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             if ckpt["balancer"] is not None:
                 self.c.balancer.load_state_dict(ckpt["balancer"])
-            torch.set_rng_state(ckpt["torch_rng"])
+            restore_rng(ckpt)
             start = int(ckpt["step"])
         self.prepare_references()
         if start == 0:
