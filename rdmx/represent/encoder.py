@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from rdmx.errors import RdmxError
 from rdmx.fingerprint import fingerprint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -101,6 +102,21 @@ class Encoder(torch.nn.Module, abc.ABC):
             p.requires_grad_(False)
         if self.spec.channels_last:
             self.to(memory_format=torch.channels_last)
+        return self
+
+    def store_weights_as(self, dtype: str) -> Encoder:
+        """Keep the frozen floating parameters and buffers in ``dtype`` ("bfloat16" saves half the
+        memory of an encoder that computes under bf16 autocast anyway). Recorded in the spec, so in
+        the fingerprint. Encoders computing in float32 (outside autocast) refuse it."""
+        if dtype == "float32":
+            return self
+        if self.spec.dtype == "float32":
+            raise RdmxError(
+                f"encoder '{self.spec.name}' computes in float32 outside autocast; its weights stay float32 "
+                f"(weights_dtype = \"{dtype}\" is for encoders under bf16 autocast)"
+            )
+        self.to({"bfloat16": torch.bfloat16, "float16": torch.float16}[dtype])
+        self.spec = self.spec.with_(extra=tuple(self.spec.extra) + (("weights_dtype", dtype),))
         return self
 
     def train(self, mode: bool = True) -> Encoder:  # encoders stay in eval mode
