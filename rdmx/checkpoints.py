@@ -38,14 +38,15 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path, *, n: 
     from rdmx.train.loop import write_json_atomic
 
     r = resolved.recipe
-    n = n or r.eval.n
+    # --n replaces the recipe's sample counts (SW_rK and MMDr alike): a quick, labelled evaluation
+    r_eval = r.eval.model_copy(update={"suite": list(suite or r.eval.suite)} if not n else
+                               {"n": n, "mmd_n": n, "suite": list(suite or r.eval.suite)})
     comp, ckpt = load_generator(resolved, checkpoint)
     refs = build_references(
         comp.data, comp.encoders, None, cache_dir=r.reference.cache_dir, train_names=[], floors=None,
-        eval_rows=n, seed=r.seed, device=comp.device, progress=progress,
+        eval_rows=r_eval.bank_rows(), seed=r.seed, device=comp.device, progress=progress,
         batch_size=r.reference.batch_size, num_workers=r.reference.workers,
     )
-    r_eval = r.eval.model_copy(update={"n": n, "suite": list(suite or r.eval.suite)})
     ev = evaluate_generator(comp.generator, comp.encoders, comp.roles, refs, r_eval,
                             chunk=r.train.micro_batch or r.train.batch, device=comp.device,
                             metrics=comp.metrics, data=comp.data, step=int(ckpt["step"]))

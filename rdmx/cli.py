@@ -225,6 +225,8 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
             a = summary["initial"].get(k)
             table.add_row(k.removeprefix("eval/"), "" if a is None else f"{a:.4g}", f"{summary['final'][k]:.4g}")
         con.print(table)
+        if (summary.get("eval_protocol") or {}).get("mmd_r"):
+            con.print(f"MMDr {summary['eval_protocol']['mmd_r']}")
         if summary.get("sample_grid"):
             con.print(f"samples: {summary['sample_grid']}")
     con.print(f"summary: {out_dir / 'summary.json'}   MLflow run: {summary.get('run_id') or '(tracking off)'}")
@@ -234,7 +236,7 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
 def eval_cmd(
     recipe: Annotated[Path, typer.Argument(help="the recipe that trained the checkpoint")],
     checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="checkpoint file (.pt)")],
-    n: Annotated[Optional[int], typer.Option("--n", help="samples (and rows per real set); default eval.n")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", help="samples and rows per real set for every metric; default eval.n (SW_rK, FD) and eval.mmd_n (MMDr)")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="folder for eval.json")] = None,
     set_: SetOpt = None,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,

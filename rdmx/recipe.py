@@ -117,13 +117,20 @@ class TrainConfig(_Strict):
 
 class EvalConfig(_Strict):
     every: int = Field(0, ge=0, description="evaluate every K steps (and at step 0); 0 = start and end only")
-    n: int = Field(16384, ge=2)
+    n: int = Field(16384, ge=2, description="generated samples and real rows per set for SW_rK and FD")
+    mmd_n: int | None = Field(
+        None, ge=2, description="rows per set (generated, train, val) for MMDr; None = n. The paper's protocol: "
+        "50,000 (smaller values are labelled small-sample: MMDr − 1 shrinks with the row count)")
     directions: int = Field(1024, ge=1)
     seed: int = 0
     suite: list[Literal["sw", "mmdr", "fd"]] = Field(
         default_factory=lambda: ["sw", "mmdr", "fd"], min_length=1,
         description="SW_rK, MMDr (RFF) and per-encoder FD against the real banks")
     metrics: list[Component] = Field(default_factory=list)
+
+    def bank_rows(self) -> int:
+        """Real rows per split the evaluation banks need (the largest set any metric uses)."""
+        return max(self.n, self.mmd_n or 0)
 
 
 class ReferenceConfig(_Strict):

@@ -71,7 +71,7 @@ class Trainer:
             self.c.data, self.c.encoders, self.c.estimator.request(),
             cache_dir=r.reference.cache_dir, joint=r.joint,
             estimator=self.c.estimator, train_names=self.c.train_names,
-            floors=(r.reference.floor_draws, r.reference.floor_rows), eval_rows=r.eval.n,
+            floors=(r.reference.floor_draws, r.reference.floor_rows), eval_rows=r.eval.bank_rows(),
             seed=r.seed, device=self.c.device, progress=self.progress,
             batch_size=r.reference.batch_size, num_workers=r.reference.workers,
         )
@@ -102,6 +102,7 @@ class Trainer:
                                 chunk=t.micro_batch or t.batch, device=self.c.device, metrics=self.c.metrics,
                                 data=self.c.data, step=step)
         self.last_samples = ev.samples
+        self.mmd_protocol = ev.result.settings.get("mmd_protocol")
         metrics = {f"eval/{k}": v for k, v in ev.scalars().items()}
         self.state.evals[step] = metrics
         self.tracker.log_metrics(metrics, step)
@@ -258,6 +259,7 @@ class Trainer:
             "wall_time_s": round(wall, 2),
             "initial": first_eval,
             "final": final,
+            "eval_protocol": {"mmd_r": getattr(self, "mmd_protocol", None)},
             "final_loss": self.state.history[-1]["loss"] if self.state.history else None,
             "sample_grid": str(grid) if grid else None,
             "checkpoint": str(ckpt),
