@@ -11,10 +11,6 @@ from rdmx.errors import RdmxError
 app = typer.Typer(help="Pretrained encoder weights: status and download.", no_args_is_help=True)
 
 
-def _registry():
-    from rdmx.plugins import get_plugins
-
-    return get_plugins().registry("encoders")
 
 
 @app.command("list")
@@ -23,19 +19,19 @@ def list_weights() -> None:
     from rdmx.represent.weights import status
 
     table = Table("encoder", "plugin", "checkpoint", "weights", "source")
-    for s in status(_registry()):
+    for s in status():  # encoders, and metrics with weights (fid)
         color = {"cached": "green", "missing": "red"}.get(s.label, "dim")
         table.add_row(s.name, s.plugin, s.checkpoint, f"[{color}]{s.label}[/{color}]", s.where)
     Console().print(table)
 
 
 @app.command("fetch")
-def fetch_weights(names: list[str] = typer.Argument(..., help="encoder names, e.g. dinov2 inception")) -> None:
+def fetch_weights(names: list[str] = typer.Argument(..., help="encoder (or metric) names, e.g. dinov2 inception fid")) -> None:
     """Download the named encoders' weights into the Hugging Face / torch hub caches."""
     from rdmx.represent.weights import fetch
 
     try:
-        for s in fetch(names, _registry()):
+        for s in fetch(names):
             Console().print(f"{s.name}: {s.label}")
     except RdmxError as exc:
         Console(True).print(f"[red]error:[/red] {exc}")

@@ -35,10 +35,22 @@ def _registry(registry=None):
     return registry
 
 
+def _entries(registry=None) -> list:
+    """The given registry's entries; by default every encoder and every metric that declares
+    downloadable weights (e.g. the ``fid`` metric's Inception)."""
+    if registry is not None:
+        return list(registry.entries())
+    from rdmx.plugins import get_plugins
+
+    plugins = get_plugins()
+    metrics = [e for e in plugins.registry("metrics").entries() if e.meta.get("weights_sources")]
+    return list(plugins.registry("encoders").entries()) + metrics
+
+
 def status(registry=None) -> list[WeightStatus]:
     """Weight status of every registered encoder (file-system checks only)."""
     out = []
-    for e in _registry(registry).entries():
+    for e in _entries(registry):
         sources = e.meta.get("weights_sources") or ()
         avail = e.meta_value("weights_available") if "weights_available" in e.meta else None
         if isinstance(avail, str):  # a failing check reports its error text
@@ -50,8 +62,9 @@ def status(registry=None) -> list[WeightStatus]:
 
 def fetch(names: list[str], registry=None) -> list[WeightStatus]:
     """Download the weights of the named encoders; already cached sources are skipped."""
+    known = {e.name: e for e in _entries(registry)}
     reg = _registry(registry)
-    entries = [reg.get(n, where="weights fetch") for n in names]
+    entries = [known[n] if n in known else reg.get(n, where="weights fetch") for n in names]
     done = []
     for e in entries:
         sources = e.meta.get("weights_sources") or ()
@@ -71,5 +84,5 @@ def fetch(names: list[str], registry=None) -> list[WeightStatus]:
                 raise RdmxError(
                     f"cannot fetch '{e.name}' from {src.describe()}: {type(exc).__name__}: {exc}"
                 ) from exc
-        done.extend(s for s in status(reg) if s.name == e.name)
+        done.extend(s for s in status(registry) if s.name == e.name)
     return done
