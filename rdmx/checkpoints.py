@@ -29,9 +29,9 @@ def load_generator(resolved: ResolvedRecipe, checkpoint: str | Path) -> tuple[Co
 
 def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path, *, n: int | None = None,
                         out: Path | None = None, suite=None, progress: bool = True,
-                        log: bool = True):
+                        log: bool = True, fid: bool = False):
     """SW_rK (all / training / held-out encoders), MMDr and FD of a checkpoint's samples
-    (``suite`` overrides the recipe's ``eval.suite``).
+    (``suite`` overrides the recipe's ``eval.suite``); ``fid`` adds FID-50K (torch-fidelity's Inception).
 
     Writes ``out/eval.json``; logs to the MLflow run that made the checkpoint when tracking is on."""
     from rdmx.reference.build import build_references
@@ -42,6 +42,11 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path, *, n: 
     r_eval = r.eval.model_copy(update={"suite": list(suite or r.eval.suite)} if not n else
                                {"n": n, "mmd_n": n, "suite": list(suite or r.eval.suite)})
     comp, ckpt = load_generator(resolved, checkpoint)
+    if fid:  # FID-50K as the literature computes it (rdmx-fid's `fid` metric), beside SW_rK
+        from rdmx.plugins import get_plugins
+
+        options = {"cache_dir": r.reference.cache_dir, **({"n": n} if n else {})}
+        comp.metrics.append(get_plugins().get("metrics", "fid", where="rdmx eval --fid").build(options))
     refs = build_references(
         comp.data, comp.encoders, None, cache_dir=r.reference.cache_dir, train_names=[], floors=None,
         eval_rows=r_eval.bank_rows(), seed=r.seed, device=comp.device, progress=progress,

@@ -240,13 +240,14 @@ def eval_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="folder for eval.json")] = None,
     set_: SetOpt = None,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+    fid: Annotated[bool, typer.Option("--fid", help="also FID-50K as the literature computes it (rdmx-fid)")] = False,
 ) -> None:
-    """Evaluate a checkpoint: SW_rK over training and held-out encoders, MMDr, FD."""
+    """Evaluate a checkpoint: SW_rK over training and held-out encoders, MMDr, FD (and FID-50K)."""
     from rdmx.checkpoints import evaluate_checkpoint
     from rdmx.recipe import load_recipe
 
     resolved = load_recipe(recipe, set_)
-    result = evaluate_checkpoint(resolved, checkpoint, n=n, out=out, progress=not no_progress)
+    result = evaluate_checkpoint(resolved, checkpoint, n=n, out=out, progress=not no_progress, fid=fid)
     result.render(_console(), title=f"{resolved.recipe.name} @ step {result.settings['step']}")
     if out:
         _console().print(f"written: {out / 'eval.json'}")

@@ -68,6 +68,9 @@ class EvalResult:
         protocol = self.settings.get("mmd_protocol")
         small = bool(protocol) and not protocol.startswith("paper")
         caption = f"MMDr {protocol}" if protocol else None
+        if "fid" in self.summary:  # rdmx-fid's metric, the literature's number (the paper prefers SW_rK)
+            fid = f"FID {self.summary['fid']:.3f} on {int(self.summary.get('fid_samples', 0)):,} samples"
+            caption = f"{caption}\n{fid}" if caption else fid
         table = Table(title=title, caption=caption)
         table.add_column("encoder")
         table.add_column("role")
