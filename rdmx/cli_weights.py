@@ -11,6 +11,10 @@ from rdmx.errors import RdmxError
 app = typer.Typer(help="Pretrained encoder weights: status and download.", no_args_is_help=True)
 
 
+def _registry():
+    """The registry to list; None = every encoder and every metric that declares weights (fid)."""
+    return None
+
 
 
 @app.command("list")
@@ -19,7 +23,7 @@ def list_weights() -> None:
     from rdmx.represent.weights import status
 
     table = Table("encoder", "plugin", "checkpoint", "weights", "source")
-    for s in status():  # encoders, and metrics with weights (fid)
+    for s in status(_registry()):
         color = {"cached": "green", "missing": "red"}.get(s.label, "dim")
         table.add_row(s.name, s.plugin, s.checkpoint, f"[{color}]{s.label}[/{color}]", s.where)
     Console().print(table)
@@ -31,7 +35,7 @@ def fetch_weights(names: list[str] = typer.Argument(..., help="encoder (or metri
     from rdmx.represent.weights import fetch
 
     try:
-        for s in fetch(names):
+        for s in fetch(names, _registry()):
             Console().print(f"{s.name}: {s.label}")
     except RdmxError as exc:
         Console(True).print(f"[red]error:[/red] {exc}")
