@@ -40,24 +40,31 @@ def without_warm_start(resolved: ResolvedRecipe) -> ResolvedRecipe:
 
 def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None, *, n: int | None = None,
                         out: Path | None = None, suite=None, progress: bool = True,
-                        log: bool = True):
+                        log: bool = True, fid: bool = False):
     """SW_rK (all / training / held-out encoders), MMDr and FD of a checkpoint's samples
-    (``suite`` overrides the recipe's ``eval.suite``); ``checkpoint = None`` evaluates the recipe's
-    own generator (e.g. the released pMF-H before post-training).
+    (``suite`` overrides the recipe's ``eval.suite``; ``fid`` adds FID-50K with torch-fidelity's
+    Inception); ``checkpoint = None`` evaluates the recipe's own generator (e.g. the released pMF-H
+    before post-training).
 
     Writes ``out/eval.json``; logs to the MLflow run that made the checkpoint when tracking is on."""
     from rdmx.reference.build import build_references
     from rdmx.files import write_json
 
     r = resolved.recipe
-    n = n or r.eval.n
+    # --n replaces the recipe's sample counts (SW_rK and MMDr alike): a quick, labelled evaluation
+    r_eval = r.eval.model_copy(update={"suite": list(suite or r.eval.suite)} if not n else
+                               {"n": n, "mmd_n": n, "suite": list(suite or r.eval.suite)})
     comp, ckpt = load_generator(resolved, checkpoint)
+    if fid:  # FID-50K as the literature computes it (rdmx-fid's `fid` metric), beside SW_rK
+        from rdmx.plugins import get_plugins
+
+        options = {"cache_dir": r.reference.cache_dir, **({"n": n} if n else {})}
+        comp.metrics.append(get_plugins().get("metrics", "fid", where="rdmx eval --fid").build(options))
     refs = build_references(
         comp.data, comp.encoders, None, cache_dir=r.reference.cache_dir, train_names=[], floors=None,
-        eval_rows=n, seed=r.seed, device=comp.device, progress=progress,
+        eval_rows=r_eval.bank_rows(), seed=r.seed, device=comp.device, progress=progress,
         batch_size=r.reference.batch_size, num_workers=r.reference.workers,
     )
-    r_eval = r.eval.model_copy(update={"n": n, "suite": list(suite or r.eval.suite)})
     ev = evaluate_generator(comp.generator, comp.encoders, comp.roles, refs, r_eval,
                             chunk=r.train.micro_batch or r.train.batch, device=comp.device,
                             metrics=comp.metrics, data=comp.data, step=int(ckpt["step"]))

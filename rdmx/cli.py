@@ -228,6 +228,8 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
             a = summary["initial"].get(k)
             table.add_row(k.removeprefix("eval/"), "" if a is None else f"{a:.4g}", f"{summary['final'][k]:.4g}")
         con.print(table)
+        if (summary.get("eval_protocol") or {}).get("mmd_r"):
+            con.print(f"MMDr {summary['eval_protocol']['mmd_r']}")
         if summary.get("sample_grid"):
             con.print(f"samples: {summary['sample_grid']}")
     con.print(f"summary: {out_dir / 'summary.json'}   MLflow run: {summary.get('run_id') or '(tracking off)'}")
@@ -238,17 +240,18 @@ def eval_cmd(
     recipe: Annotated[Path, typer.Argument(help="the recipe that trained the checkpoint")],
     checkpoint: Annotated[Optional[Path], typer.Option(
         "--checkpoint", "-c", help="checkpoint file (.pt); none: the recipe's generator as built (its warm start)")] = None,
-    n: Annotated[Optional[int], typer.Option("--n", help="samples (and rows per real set); default eval.n")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", help="samples and rows per real set for every metric; default eval.n (SW_rK, FD) and eval.mmd_n (MMDr)")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="folder for eval.json")] = None,
     set_: SetOpt = None,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+    fid: Annotated[bool, typer.Option("--fid", help="also FID-50K as the literature computes it (rdmx-fid)")] = False,
 ) -> None:
-    """Evaluate a checkpoint: SW_rK over training and held-out encoders, MMDr, FD."""
+    """Evaluate a checkpoint: SW_rK over training and held-out encoders, MMDr, FD (and FID-50K)."""
     from rdmx.checkpoints import evaluate_checkpoint
     from rdmx.recipe import load_recipe
 
     resolved = load_recipe(recipe, set_)
-    result = evaluate_checkpoint(resolved, checkpoint, n=n, out=out, progress=not no_progress)
+    result = evaluate_checkpoint(resolved, checkpoint, n=n, out=out, progress=not no_progress, fid=fid)
     result.render(_console(), title=f"{resolved.recipe.name} @ step {result.settings['step']}")
     if out:
         _console().print(f"written: {out / 'eval.json'}")

@@ -129,11 +129,13 @@ def build_cmd(
     joined = join_process_group_from_env()
     try:
         resolved = load_recipe(recipe, set_)
-        c = build_components(resolved)
+        from rdmx.train.distributed import from_environment
+
+        c = build_components(resolved, local_rank=from_environment().local_rank)  # one GPU per rank
         r = resolved.recipe
         refs = run_reference_build(
             c.data, c.encoders, c.estimator, cache_dir=r.reference.cache_dir, train_names=c.train_names,
-            joint=r.joint, floors=(r.reference.floor_draws, r.reference.floor_rows), eval_rows=r.eval.n,
+            joint=r.joint, floors=(r.reference.floor_draws, r.reference.floor_rows), eval_rows=r.eval.bank_rows(),
             seed=r.seed, device=c.device, batch_size=batch_size, num_workers=workers,
             progress=not no_progress, quiet=as_json, rebuild=rebuild,
         )

@@ -1,4 +1,4 @@
-"""``rdmx weights``: the pretrained-weight status of encoders and generators; fetch them into the local caches."""
+"""``rdmx weights``: the pretrained-weight status of encoders, generators and metrics; fetch them into the local caches."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from rich.table import Table
 
 from rdmx.errors import RdmxError
 
-app = typer.Typer(help="Pretrained encoder and generator weights: status and download.", no_args_is_help=True)
+app = typer.Typer(help="Pretrained encoder, generator and metric weights: status and download.", no_args_is_help=True)
 
 
 def _registry():
@@ -32,7 +32,7 @@ def list_weights() -> None:
 
 
 @app.command("fetch")
-def fetch_weights(names: list[str] = typer.Argument(..., help="encoder or generator names, e.g. dinov2 inception pmf-h")) -> None:
+def fetch_weights(names: list[str] = typer.Argument(..., help="encoder, generator or metric names, e.g. dinov2 pmf-h fid")) -> None:
     """Download the named components' weights into the Hugging Face / torch hub caches."""
     from rdmx.represent.weights import fetch
 

@@ -12,9 +12,9 @@ import itertools
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from rdmx.compare.configs import JointSpec
 from rdmx.errors import RdmxError, RecipeError, close_matches
@@ -61,6 +61,25 @@ class Battery(_Strict):
         return self
 
 
+class ReleaseLossScale(_Strict):
+    """The iRDM release's gradient scale: its loss is scaled by 1/accumulation and its gradients are
+    averaged over ranks, so its effective gradient is ∇L · b / N with b its per-GPU micro batch
+    (∇L / 640 for b = 8 and N = 5120). Here b is a fixed reference, not the micro batch in use."""
+
+    reference_micro_batch: int = Field(ge=1, description="the release's per-GPU batch b (8 in the paper)")
+
+
+def _loss_scale(value: Any) -> Any:
+    if value == "accumulation":
+        raise ValueError(
+            '"accumulation" is no longer accepted: it scaled the gradient by micro_batch × world_size / N, '
+            "so the same recipe optimised differently on another micro batch or GPU count. Write "
+            "loss_scale = { reference_micro_batch = 8 } for the release's ∇L·b/N with its per-GPU batch b = 8, "
+            "or a number s for s·∇L (1.0 = the plain gradient)"
+        )
+    return 1.0 if value == "none" else value
+
+
 class TrainConfig(_Strict):
     steps: int = Field(1000, ge=0)
     batch: int = Field(256, ge=1, description="generated batch N per step (global)")
@@ -71,11 +90,19 @@ class TrainConfig(_Strict):
     grad_clip: float = Field(0.0, ge=0, description="max grad norm; 0 = off")
     lr_schedule: Literal["constant", "cosine"] = "constant"
     lr_min: float = Field(0.0, ge=0)
-    loss_scale: Literal["none", "accumulation"] = "none"
+    loss_scale: Annotated[Annotated[float, Field(gt=0)] | ReleaseLossScale, BeforeValidator(_loss_scale)] = Field(
+        1.0, description="effective gradient = s·∇L (a number s), or the release's ∇L·b/N "
+        "({ reference_micro_batch = b }); never depends on micro_batch or the GPU count")
     device: str = "auto"
     sample_every: int = Field(0, ge=0)
     checkpoint_every: int = Field(0, ge=0)
     log_every: int = Field(1, ge=1)
+
+    def gradient_scale(self) -> float:
+        """s in the effective gradient s·∇L (see ``loss_scale``)."""
+        if isinstance(self.loss_scale, ReleaseLossScale):
+            return self.loss_scale.reference_micro_batch / self.batch
+        return float(self.loss_scale)
 
     @model_validator(mode="after")
     def _chunks(self) -> TrainConfig:
@@ -90,13 +117,20 @@ class TrainConfig(_Strict):
 
 class EvalConfig(_Strict):
     every: int = Field(0, ge=0, description="evaluate every K steps (and at step 0); 0 = start and end only")
-    n: int = Field(16384, ge=2)
+    n: int = Field(16384, ge=2, description="generated samples and real rows per set for SW_rK and FD")
+    mmd_n: int | None = Field(
+        None, ge=2, description="rows per set (generated, train, val) for MMDr; None = n. The paper's protocol: "
+        "50,000 (smaller values are labelled small-sample: MMDr − 1 shrinks with the row count)")
     directions: int = Field(1024, ge=1)
     seed: int = 0
     suite: list[Literal["sw", "mmdr", "fd"]] = Field(
         default_factory=lambda: ["sw", "mmdr", "fd"], min_length=1,
         description="SW_rK, MMDr (RFF) and per-encoder FD against the real banks")
     metrics: list[Component] = Field(default_factory=list)
+
+    def bank_rows(self) -> int:
+        """Real rows per split the evaluation banks need (the largest set any metric uses)."""
+        return max(self.n, self.mmd_n or 0)
 
 
 class ReferenceConfig(_Strict):

@@ -13,12 +13,18 @@ import torch
 from rdmx.files import atomic_write, temp_path
 
 
-def to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
-    """[0, 1] NCHW float → uint8 NHWC (3 channels; grey images are repeated)."""
-    x = images.detach().float().clamp(0, 1).cpu()
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] NCHW float → uint8 NCHW on the same device, rounded to the nearest level (3 channels;
+    grey images are repeated): what a saved PNG / ``.npz`` of the samples holds."""
+    x = images.detach().float().clamp(0, 1)
     if x.shape[1] == 1:
         x = x.repeat(1, 3, 1, 1)
-    return (x * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return (x * 255.0 + 0.5).to(torch.uint8)
+
+
+def to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
+    """[0, 1] NCHW float → uint8 NHWC (3 channels; grey images are repeated)."""
+    return to_uint8(images.cpu()).permute(0, 2, 3, 1).numpy()
 
 
 def save_grid(

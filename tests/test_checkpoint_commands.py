@@ -79,3 +79,4 @@ def test_spiral_sweep_smoke_writes_cells_figure_and_table(tmp_path):
     assert (tmp_path / "sw" / "figure.png").is_file()
     table = (tmp_path / "sw" / "table.md").read_text()
     assert "mmd-nystrom" in table and "| 32 |" in table
+    assert "rdmx (paper)" in table and "(0.98 / 0.158)" in table and "(1.00 / 0.054)" in table  # paper beside rdmx

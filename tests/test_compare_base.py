@@ -4,6 +4,7 @@ import sys
 import subprocess
 
 import pytest
+import torch
 from pydantic import ValidationError
 
 from rdmx.compare import configs
@@ -68,3 +69,29 @@ def test_config_validation():
     with pytest.raises(ValidationError):
         configs.JointSpec(kind="pairs")
     assert configs.MMDNystromConfig().landmarks == 4096 and configs.MMDNystromConfig().kmeans_iters == 20
+
+
+def test_self_normalisation_is_switchable_per_estimator():
+    from rdmx.compare.configs import DriftingConfig, MMDNystromConfig, SWConfig
+    from rdmx.compare.drifting import Drifting
+    from rdmx.compare.mmd import MMDNystrom
+    from rdmx.compare.sliced import SlicedWasserstein
+    from rdmx.train.objective import make_loss_fn
+
+    assert MMDNystrom(MMDNystromConfig()).self_normalise is True
+    assert MMDNystrom(MMDNystromConfig(self_normalise=False)).self_normalise is False
+    assert Drifting(DriftingConfig(self_normalise=True)).self_normalise is True
+
+    raw = torch.tensor(0.04, dtype=torch.float64, requires_grad=True)
+
+    class Fixed(SlicedWasserstein):
+        def loss(self, feats, ref, cond=None, *, generator=None):
+            return raw * 1.0
+
+    norm = 0.04 + 1e-7  # raw / (|raw| + 1e-7)
+    for flag, want_value, want_grad in ((True, 2.0 * 0.04 / norm, 2.0 / norm), (False, 2.0 * 0.04, 2.0)):
+        raw.grad = None
+        loss, _ = make_loss_fn(Fixed(SWConfig(self_normalise=flag)), {"e": None}, {"e": 2.0})({"e": torch.zeros(1)}, None)
+        loss.backward()
+        assert float(loss) == pytest.approx(want_value, rel=1e-6)
+        assert float(raw.grad) == pytest.approx(want_grad, rel=1e-6)

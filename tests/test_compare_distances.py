@@ -93,37 +93,41 @@ def test_sw_projections_are_redrawn_and_gradcheck():
 
 
 # ------------------------------------------------------------------------------ drifting
-def loop_field(x, pos, temp):
-    """The drifting field written entry by entry in float64 (negatives = x without self)."""
+def loop_field(x, pos, dn, temp, floor=1e-6):
+    """One temperature's field written entry by entry in float64 (Deng et al.'s reference rule):
+    targets [x | pos], doubly normalised affinities floored at sqrt(floor), self pairs masked by
+    their +100 distance (not removed)."""
     n, p = len(x), len(pos)
-    ys = np.concatenate([pos, x])
-    logits = np.array([[-np.linalg.norm(x[i] - ys[j]) / temp for j in range(p + n)] for i in range(n)])
-    for i in range(n):
-        logits[i, p + i] = -np.inf
+    logits = -dn / temp
     row = np.exp(logits - logits.max(1, keepdims=True))
     row /= row.sum(1, keepdims=True)
     col = np.exp(logits - logits.max(0, keepdims=True))
     col /= col.sum(0, keepdims=True)
-    a = np.sqrt(row * col)
+    a = np.sqrt(np.maximum(row * col, floor))
     v = np.zeros_like(x)
     for i in range(n):
+        s_neg, s_pos = a[i, :n].sum(), a[i, n:].sum()
         for j in range(p):
-            for k in range(n):
-                # attraction to positive j weighted by total repulsion mass, and vice versa
-                v[i] += a[i, j] * a[i, p + k] * (pos[j] - x[k])
+            v[i] += a[i, n + j] * s_neg * (pos[j] - x[i])  # attraction, weighted by the repulsion mass
+        for k in range(n):
+            v[i] -= a[i, k] * s_pos * (x[k] - x[i])  # repulsion, weighted by the attraction mass
     return v
 
 
 def reference_drift(x, pos, temps):
-    c = x.shape[1]
-    dists = [np.linalg.norm(x[i] - pos[j]) for i in range(len(x)) for j in range(len(pos))]
-    dists += [np.linalg.norm(x[i] - x[k]) for i in range(len(x)) for k in range(len(x)) if i != k]
-    scale = np.mean(dists) / np.sqrt(c)
+    n, c = x.shape
+    targets = np.concatenate([x, pos])
+    d = np.array([[np.linalg.norm(x[i] - targets[j]) for j in range(len(targets))] for i in range(n)])
+    mean = d.mean()  # self-distances (zeros) included
+    scale = max(mean / np.sqrt(c), 1e-3)
+    dn = d / max(mean, 1e-3)
+    for i in range(n):
+        dn[i, i] += 100.0
     xs, ps = x / scale, pos / scale
     total = np.zeros_like(xs)
     for t in temps:
-        v = loop_field(xs, ps, t * np.sqrt(c))
-        total += v / np.sqrt((v**2).sum(1).mean() / c)
+        v = loop_field(xs, ps, dn, t)
+        total += v / np.sqrt((v**2).mean())
     return scale, total
 
 

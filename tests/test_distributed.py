@@ -21,13 +21,17 @@ def _port() -> int:
 
 
 def test_two_ranks_equal_one_process(tmp_path):
+    """Same update on 2 ranks × micro 16 as on 1 process × micro 32, with the release's loss scale
+    (train.loss_scale = { reference_micro_batch = 8 }: the effective gradient is ∇L · 8 / N on both)."""
     sets = [s for s in TINY if not s.startswith(("train.batch", "train.micro_batch", "train.steps"))]
     sets += ["train.batch=64", "train.micro_batch=16", "train.steps=2", "tracking.backend=none",
+             "train.loss_scale={ reference_micro_batch = 8 }",
              f"reference.cache_dir={json.dumps(str(tmp_path / 'cache'))}"]
     base = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     base.pop("WORLD_SIZE", None)
     worker = [sys.executable, str(ROOT / "tests" / "dist_worker.py")]
-    single = subprocess.run([*worker, str(tmp_path / "one"), json.dumps(sets)], env=base, cwd=ROOT,
+    single = subprocess.run([*worker, str(tmp_path / "one"), json.dumps([*sets, "train.micro_batch=32"])],
+                            env=base, cwd=ROOT,
                             capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]
     port = str(_port())

@@ -57,8 +57,9 @@ def test_recipe_carries_the_papers_imagenet_protocol():
     t = rec.train
     assert (t.steps, t.batch, t.lr, t.lr_schedule, t.betas, t.weight_decay, t.grad_clip) == (
         4000, 5120, 1.6e-6, "constant", (0.9, 0.95), 0.0, 2.0)
-    # the release's gradient 8/5120 · ∇L (8 per GPU, 1/accumulation, rank mean) in one process
-    assert t.loss_scale == "accumulation" and t.micro_batch / t.batch == 8 / 5120
+    # the release's gradient 8/5120 · ∇L (8 per GPU, 1/accumulation, rank mean), on any micro batch / GPU count
+    assert t.loss_scale.reference_micro_batch == 8 and t.gradient_scale() == 8 / 5120
+    assert t.micro_batch == 8 and rec.eval.mmd_n == 50_000
     assert t.checkpoint_every == 100
     est = r.config("estimator")
     assert rec.estimator.name == "mmd-nystrom"
@@ -99,7 +100,8 @@ def test_ablations_share_the_imagenet_generator(recipe):
     for _, cell in sweep_cells(load_recipe(RECIPES / f"{recipe}.toml")):
         got = cell.to_dict()
         assert (got["generator"], got["data"], got["joint"]) == (base["generator"], base["data"], base["joint"])
-        assert (cell.recipe.train.micro_batch, cell.recipe.train.loss_scale) == (8, "accumulation")
+        t = cell.recipe.train
+        assert (t.micro_batch, t.loss_scale.reference_micro_batch, t.gradient_scale()) == (8, 8, 8 / t.batch)
 
 
 def test_distance_ablation_has_the_six_estimators_on_dinov2():
@@ -140,7 +142,7 @@ def test_tiny_run_then_sample_and_eval_its_checkpoint(folder, tmp_path):
                '{name = "toy-conv", label = "held", role = "heldout", channels = 3, seed = 2}]}')
     sets = [*data_sets(folder), "generator.tiny=true", "generator.zero_init=false", battery,
             "estimator.landmarks=8", "estimator.kmeans_iters=2", "train.steps=2", "train.batch=8", "train.micro_batch=4",
-            "train.sample_every=0", "eval.n=12", "eval.directions=16", "reference.floor_draws=1", "reference.floor_rows=6",
+            "train.sample_every=0", "eval.n=12", "eval.mmd_n=12", "eval.directions=16", "reference.floor_draws=1", "reference.floor_rows=6",
             "reference.workers=0", f"reference.cache_dir={json.dumps(str(tmp_path / 'cache'))}", "tracking.backend=\"none\""]
     run = rdmx("run", str(IMAGENET), *args(sets), "--out", str(tmp_path / "run"), "--no-progress", cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -208,3 +208,46 @@ def test_floor_is_the_mean_of_seeded_draws():
     assert np.ptp(manual) < 1e-6
     floor_small = estimate_floor(est, ref, val, draws=4, n=30, seed=0)
     assert floor_small > floor  # smaller batches: larger V-statistic bias
+
+
+def test_k_rr_default_is_the_release_v_statistic_over_100k_rows():
+    """Default krr_subsample = 100,000 (the release's); k_rr keeps the diagonal (V-statistic): on a
+    stream smaller than that it is the float64 brute-force mean over every ordered pair."""
+    from rdmx.compare.configs import MMDNystromConfig
+    from rdmx.compare.mmd import MMDNystrom
+
+    assert ReferenceRequest().krr_subsample == 100_000
+    request = MMDNystrom(MMDNystromConfig(landmarks=16, kmeans_subsample=10_000)).request()
+    assert request.krr_subsample == 100_000
+    x = data()
+    ref = build_reference(stream(x), request, encoder_fingerprint="enc", data_fingerprint="dat")
+    x64 = x.double().numpy()
+    k = np.exp(-cdist(x64, x64, "sqeuclidean") / (2 * ref.sigma**2))
+    assert float(ref.k_rr[0]) == pytest.approx(k.mean(), rel=1e-12)
+    n = len(x64)
+    u_statistic = (k.sum() - n) / (n * (n - 1))
+    assert float(ref.k_rr[0]) - u_statistic == pytest.approx((1 - u_statistic) / n, rel=1e-9)
+
+
+def test_fixed_sigma_replaces_the_median_heuristic():
+    """Table 4's ablation fixes σ = 65 for the kernel arms; the estimator refuses a median-σ reference."""
+    from rdmx.compare.configs import MMDNystromConfig
+    from rdmx.compare.mmd import MMDNystrom
+    from rdmx.errors import RdmxError
+
+    x = data()
+    est = MMDNystrom(MMDNystromConfig(landmarks=16, kmeans_subsample=10_000, sigma=65.0))
+    ref = build_reference(stream(x), est.request(), encoder_fingerprint="enc", data_fingerprint="dat")
+    assert ref.sigma == 65.0 and ref.manifest()["request"]["sigma"] == 65.0
+    x64 = x.double().numpy()
+    k = np.exp(-cdist(x64, x64, "sqeuclidean") / (2 * 65.0**2))
+    assert float(ref.k_rr[0]) == pytest.approx(k.mean(), rel=1e-12)
+    g = x[:20].clone()
+    assert torch.isfinite(est.loss(g, ref))
+    median = build_reference(stream(x), MMDNystrom(MMDNystromConfig(landmarks=16, kmeans_subsample=10_000)).request(),
+                             encoder_fingerprint="enc", data_fingerprint="dat")
+    assert median.sigma != 65.0
+    with pytest.raises(RdmxError, match="sigma"):
+        est.loss(g, median)
+    with pytest.raises(RdmxError, match="sigma"):
+        est.request().merge(ReferenceRequest())

@@ -10,6 +10,16 @@ import torch
 
 from rdmx.builtin.toydata import spiral_curve, spiral_embedding
 
+# The paper's Fig. 3 (recall, medDist) per (batch, estimator), as published with its release.
+PAPER_FIG3: dict[tuple[str, str], tuple[float, float]] = {
+    ("8", "fd"): (0.30, 0.378), ("32", "fd"): (0.23, 0.313), ("128", "fd"): (0.32, 0.330),
+    ("8", "sw"): (0.52, 0.280), ("32", "sw"): (0.97, 0.230), ("128", "sw"): (0.98, 0.140),
+    ("8", "drifting"): (1.00, 0.254), ("32", "drifting"): (1.00, 0.073), ("128", "drifting"): (0.00, 0.53),
+    ("8", "mmd-rff"): (0.88, 0.189), ("32", "mmd-rff"): (0.97, 0.137), ("128", "mmd-rff"): (0.98, 0.108),
+    ("8", "mmd-exact"): (0.98, 0.197), ("32", "mmd-exact"): (0.98, 0.085), ("128", "mmd-exact"): (1.00, 0.040),
+    ("8", "mmd-nystrom"): (0.98, 0.158), ("32", "mmd-nystrom"): (1.00, 0.054), ("128", "mmd-nystrom"): (1.00, 0.028),
+}
+
 
 def _label(value: Any) -> str:
     return value.get("name", str(value)) if isinstance(value, dict) else str(value)
@@ -31,7 +41,7 @@ def spiral_sweep_figure(cells: list[dict[str, Any]], data_config: dict[str, Any]
     cols = list(dict.fromkeys(_label(c["values"][col_key]) for c in cells)) if col_key else [""]
     emb = spiral_embedding(data_config["dim"], data_config["embed_seed"])
     curve = spiral_curve(np.linspace(0, 1, 2000), data_config["turns"], data_config["r0"], data_config["r1"])
-    fig, axes = plt.subplots(len(rows), len(cols), figsize=(2.2 * len(cols), 2.2 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(2.2 * len(cols), 2.4 * len(rows)), squeeze=False)
     table = {}
     for c in cells:
         r = rows.index(_label(c["values"][row_key])) if row_key else 0
@@ -42,7 +52,9 @@ def spiral_sweep_figure(cells: list[dict[str, Any]], data_config: dict[str, Any]
         ax.scatter(pts[:, 0], pts[:, 1], s=0.5, alpha=0.4, color="tab:blue", rasterized=True)
         rec, med = c["final"].get("eval/spiral/recall"), c["final"].get("eval/spiral/med_dist")
         table[(rows[r], cols[k])] = (rec, med)
-        ax.set_title(f"{cols[k]}  R={rec:.2f} d={med:.3f}", fontsize=7)
+        paper = PAPER_FIG3.get((rows[r], cols[k]))
+        title = f"{cols[k]}\nrdmx {rec:.2f} / {med:.3f}"
+        ax.set_title(title + (f"\npaper {paper[0]:.2f} / {paper[1]:.3f}" if paper else ""), fontsize=7)
         ax.set_xlim(-2.8, 2.8)
         ax.set_ylim(-2.8, 2.8)
         ax.set_xticks([])
@@ -55,12 +67,15 @@ def spiral_sweep_figure(cells: list[dict[str, Any]], data_config: dict[str, Any]
     fig.savefig(path, dpi=120)
     plt.close(fig)
     lines = [f"| {row_key or ''} | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    with_paper = any((r, k) in PAPER_FIG3 for r in rows for k in cols)
     for r in rows:
         cells_txt = []
         for k in cols:
             rec, med = table.get((r, k), (float("nan"), float("nan")))
-            cells_txt.append(f"{rec:.2f} / {med:.3f}")
+            paper = PAPER_FIG3.get((r, k))
+            cells_txt.append(f"{rec:.2f} / {med:.3f}" + (f" ({paper[0]:.2f} / {paper[1]:.3f})" if paper else ""))
         lines.append(f"| {r} | " + " | ".join(cells_txt) + " |")
-    md = "recall / medDist per cell\n\n" + "\n".join(lines) + "\n"
+    head = "recall / medDist per cell" + (" — rdmx (paper)" if with_paper else "")
+    md = head + "\n\n" + "\n".join(lines) + "\n"
     (out / "table.md").write_text(md)
     return path, md

@@ -28,8 +28,9 @@ class ReferenceRequest:
     kmeans_subsample: int = 200_000
     sigma_subsample: int = 10_000
     sigma_scale: float = 1.0
+    sigma: float | None = None  # a fixed base bandwidth instead of the median heuristic
     scales: tuple[float, ...] = (1.0,)
-    krr_subsample: int = 10_000
+    krr_subsample: int = 100_000  # the release: k_rr, a V-statistic over 100,000 train rows
     rff_features: int = 0
     moments: bool = False
     bank: int = 0
@@ -41,8 +42,8 @@ class ReferenceRequest:
     def merge(self, other: ReferenceRequest) -> ReferenceRequest:
         """The union: the larger of each size, or-ed flags, the union of the scales.
 
-        sigma_scale and seed define the reference itself and must agree."""
-        for name in ("sigma_scale", "seed"):
+        sigma, sigma_scale and seed define the reference itself and must agree."""
+        for name in ("sigma", "sigma_scale", "seed"):
             if getattr(self, name) != getattr(other, name):
                 raise RdmxError(
                     f"reference requests disagree on {name}: {getattr(self, name)} vs "
@@ -51,7 +52,7 @@ class ReferenceRequest:
         nystrom = [r for r in (self, other) if r.landmarks > 0]
         sizes = {}
         for f in fields(self):
-            if f.name in ("sigma_scale", "seed", "scales", "moments"):
+            if f.name in ("sigma", "sigma_scale", "seed", "scales", "moments"):
                 continue
             # Nystrom sizes of a request that wants no landmarks are irrelevant defaults
             pool = nystrom if f.name in NYSTROM_FIELDS else (self, other)
@@ -92,12 +93,15 @@ class Estimator(abc.ABC):
     """A distance between one encoder's generated features and its frozen real reference.
 
     ``loss`` gets the WHOLE generated batch (N, d) and returns the raw distance as a
-    differentiable scalar. The engine applies self-normalisation when ``self_normalise``."""
+    differentiable scalar. The engine applies self-normalisation when ``self_normalise`` (the
+    class default, overridden by a config's ``self_normalise`` field)."""
 
     self_normalise: bool = True
 
     def __init__(self, config: Any = None):
         self.config = config
+        if isinstance(getattr(config, "self_normalise", None), bool):
+            self.self_normalise = config.self_normalise
 
     @abc.abstractmethod
     def request(self) -> ReferenceRequest:

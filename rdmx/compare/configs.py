@@ -19,10 +19,19 @@ def _positive_scales(value: list[float]) -> list[float]:
     return [float(s) for s in value]
 
 
-class KernelConfig(ComponentConfig):
+class EstimatorConfig(ComponentConfig):
+    """Options every builtin estimator has."""
+
+    self_normalise: bool = Field(
+        True, description="train on raw / (|raw|.detach() + 1e-7) (iRDM); false: on the raw distance (the spiral toy)")
+
+
+class KernelConfig(EstimatorConfig):
     """Gaussian kernel k(x, y) = exp(-|x - y|^2 / (2 (sigma * scale)^2)), sigma by the median heuristic."""
 
-    sigma_scale: float = Field(1.0, gt=0, description="multiplier of the median-heuristic sigma")
+    sigma_scale: float = Field(1.0, gt=0, description="multiplier of the median-heuristic (or fixed) sigma")
+    sigma: float | None = Field(
+        None, gt=0, description="a fixed base bandwidth instead of the median heuristic (Table 4's ablation: 65)")
     scales: list[float] = Field(default_factory=lambda: [1.0], description="bandwidth multipliers (multi-scale sums them)")
     sigma_subsample: int = Field(10_000, ge=2, description="real rows used for the median heuristic")
     block_elems: int = Field(1 << 24, ge=1, description="kernel entries computed per block (memory bound)")
@@ -36,7 +45,8 @@ class MMDNystromConfig(KernelConfig):
     landmarks: int = Field(4096, ge=1, description="Nystrom landmarks m")
     kmeans_iters: int = Field(20, ge=0, description="Lloyd iterations (0 = landmarks are random real rows)")
     kmeans_subsample: int = Field(200_000, ge=1, description="real rows the k-means is fitted on")
-    krr_subsample: int = Field(10_000, ge=1, description="real rows for the constant E k(r, r')")
+    krr_subsample: int = Field(
+        100_000, ge=1, description="real rows for the constant E k(r, r') (V-statistic, diagonal kept; the release: 100,000)")
     statistic: Literal["v", "u"] = Field("v", description="repulsion: V-statistic (diagonal kept) or U-statistic")
 
 
@@ -53,13 +63,13 @@ class MMDRFFConfig(KernelConfig):
     features: int = Field(4096, ge=1, description="random features D per scale")
 
 
-class FDConfig(ComponentConfig):
+class FDConfig(EstimatorConfig):
     """Frechet distance to the frozen real mean and covariance."""
 
     eps: float = Field(1e-12, ge=0, description="floor of the eigenvalues under the square root")
 
 
-class SWConfig(ComponentConfig):
+class SWConfig(EstimatorConfig):
     """Sliced Wasserstein-2 against a real bank batch, projections redrawn every call."""
 
     projections: int = Field(1024, ge=1)
@@ -67,14 +77,16 @@ class SWConfig(ComponentConfig):
     squared: bool = Field(True, description="return SW_2^2 (else SW_2)")
 
 
-class DriftingConfig(ComponentConfig):
-    """The drifting field of Deng et al. 2026 (arXiv 2602.04770)."""
+class DriftingConfig(EstimatorConfig):
+    """The drifting field of Deng et al. 2026 (arXiv 2602.04770), by its reference implementation's rule."""
 
+    self_normalise: bool = Field(False, description="the field is used raw (its own scale normalisation)")
     temperatures: list[float] = Field(default_factory=lambda: [0.02, 0.05, 0.2])
     bank: int = Field(100_000, ge=1, description="real rows kept in the reference bank")
     positives: int = Field(0, ge=0, description="real positives per call (0 = the generated batch size)")
     normalise_features: bool = Field(True, description="scale features so the mean distance is sqrt(dim)")
-    normalise_drift: bool = Field(True, description="scale each temperature's field to E|V|^2 = dim")
+    normalise_drift: bool = Field(True, description="scale each temperature's field to a mean squared entry of 1")
+    affinity_floor: float = Field(1e-6, ge=0, description="floor of softmax_row·softmax_col before the square root")
 
     @field_validator("temperatures")
     @classmethod

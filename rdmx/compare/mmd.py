@@ -21,6 +21,12 @@ class _GaussianMMD(Estimator):
                 f"{type(self).__name__} wants sigma_scale {self.config.sigma_scale}, the reference was "
                 f"built with {ref.request.sigma_scale}; rebuild it with this estimator's request"
             )
+        fixed = ref.request.sigma
+        if (fixed is None) != (self.config.sigma is None) or (fixed is not None and abs(fixed - self.config.sigma) > 1e-12):
+            raise RdmxError(
+                f"{type(self).__name__} wants sigma {self.config.sigma or 'by the median heuristic'}, the reference "
+                f"was built with {fixed or 'the median heuristic'}; rebuild it with this estimator's request"
+            )
         idx = scale_indices(ref, self.config.scales)
         return idx, ref.sigmas(idx)
 
@@ -45,7 +51,7 @@ class MMDNystrom(_GaussianMMD):
         c = self.config
         return ReferenceRequest(
             landmarks=c.landmarks, kmeans_iters=c.kmeans_iters, kmeans_subsample=c.kmeans_subsample,
-            sigma_subsample=c.sigma_subsample, sigma_scale=c.sigma_scale, scales=tuple(c.scales),
+            sigma_subsample=c.sigma_subsample, sigma_scale=c.sigma_scale, sigma=c.sigma, scales=tuple(c.scales),
             krr_subsample=c.krr_subsample,
         )
 
@@ -71,7 +77,7 @@ class MMDExact(_GaussianMMD):
     def request(self) -> ReferenceRequest:
         c = self.config
         return ReferenceRequest(
-            landmarks=0, sigma_subsample=c.sigma_subsample, sigma_scale=c.sigma_scale,
+            landmarks=0, sigma_subsample=c.sigma_subsample, sigma_scale=c.sigma_scale, sigma=c.sigma,
             scales=tuple(c.scales), bank=c.bank,
         )
 
@@ -94,7 +100,7 @@ class MMDRFF(_GaussianMMD):
     def request(self) -> ReferenceRequest:
         c = self.config
         return ReferenceRequest(
-            landmarks=0, sigma_subsample=c.sigma_subsample, sigma_scale=c.sigma_scale,
+            landmarks=0, sigma_subsample=c.sigma_subsample, sigma_scale=c.sigma_scale, sigma=c.sigma,
             scales=tuple(c.scales), rff_features=c.features,
         )
 

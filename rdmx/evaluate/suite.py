@@ -17,6 +17,15 @@ from rdmx.evaluate.rff import RFF_SEED, median_sigma, rff_frequencies, rff_mean_
 from rdmx.evaluate.sliced import PRECISIONS, sliced_w2_to
 
 METRICS = ("sw", "mmdr", "fd")
+PAPER_MMD_ROWS = 50_000  # the paper's MMDr: 50,000 generated, train and val rows, D = 4096
+
+
+def mmd_protocol(rows: int, features: int) -> str:
+    """A label for MMDr values: the paper's protocol, or small-sample (not comparable with the paper's)."""
+    if rows >= PAPER_MMD_ROWS and features == 4096:
+        return f"paper: {rows:,} rows per set, D = {features}, sigma = train median"
+    return (f"small-sample: {rows:,} rows per set, D = {features} (the paper uses {PAPER_MMD_ROWS:,}; "
+            f"MMDr - 1 shrinks roughly in proportion, so it is not comparable with the paper's)")
 
 
 def _mean(values: Iterable[float]) -> float | None:
@@ -56,11 +65,18 @@ class EvalResult:
 
         columns = [c for c in ("sw_r", "sw_gen", "sw_val", "mmd_r", "fd", "fd_val") if any(
             c in v for v in self.encoders.values())]
-        table = Table(title=title)
+        protocol = self.settings.get("mmd_protocol")
+        small = bool(protocol) and not protocol.startswith("paper")
+        caption = f"MMDr {protocol}" if protocol else None
+        if "fid" in self.summary:  # rdmx-fid's metric, the literature's number (the paper prefers SW_rK)
+            fid = f"FID {self.summary['fid']:.3f} on {int(self.summary.get('fid_samples', 0)):,} samples"
+            caption = f"{caption}\n{fid}" if caption else fid
+        table = Table(title=title, caption=caption)
         table.add_column("encoder")
         table.add_column("role")
         for c in columns:
-            table.add_column(c, justify="right")
+            label = f"mmd_r (small-sample, {self.settings['mmd_rows']:,} rows)" if c == "mmd_r" and small else c
+            table.add_column(label, justify="right")
         for enc, values in self.encoders.items():
             table.add_row(enc, self.roles[enc], *(_fmt(values.get(c)) for c in columns))
         for suffix, group in (("", "all"), ("_train", "train"), ("_heldout", "heldout")):
@@ -98,6 +114,7 @@ def evaluate_features(
     roles: Mapping[str, str],
     *,
     n: int = 16384,
+    mmd_n: int | None = None,
     directions: int = 1024,
     seed: int = 0,
     metrics: Iterable[str] = METRICS,
@@ -112,9 +129,12 @@ def evaluate_features(
 
     ``gen``/``train``/``val`` map encoder name -> (rows, dim) features; ``roles`` maps the same
     names to "train" or "heldout". Each encoder's sets are cut to min(n, smallest set) rows by
-    seeded subsamples. Per encoder: ``sw_r`` (= sw_gen / sw_val), ``mmd_r``, ``fd`` (gen vs
-    train) and ``fd_val`` (val vs train). Summary: ``sw_rK`` (mean r over all encoders),
-    ``sw_rK_train``, ``sw_rK_heldout``, and the same three for ``mmd_r``.
+    seeded subsamples (min(mmd_n, smallest set) for MMDr; ``mmd_n`` defaults to ``n``). Per
+    encoder: ``sw_r`` (= sw_gen / sw_val), ``mmd_r``, ``fd`` (gen vs train) and ``fd_val`` (val vs
+    train). Summary: ``sw_rK`` (mean r over all encoders), ``sw_rK_train``, ``sw_rK_heldout``, the
+    same three for ``mmd_r``, and ``mmd_r_rows`` (the fewest rows an encoder's MMDr used);
+    ``settings["mmd_protocol"]`` labels MMDr as the paper's protocol (50,000 rows per set, D = 4096)
+    or small-sample. MMDr's sigma is the median heuristic on 10,000 train rows unless ``sigmas``.
     """
     metrics = tuple(metrics)
     unknown = sorted(set(metrics) - set(METRICS))
@@ -131,6 +151,7 @@ def evaluate_features(
     dtype = PRECISIONS.get(precision, torch.float64)
     encoders: dict[str, dict[str, float]] = {}
     rows_used: dict[str, int] = {}
+    mmd_rows: dict[str, int] = {}
     for enc in names:
         g, t, v, rows = equal_size(gen[enc], train[enc], val[enc], n, seed, dtype, device)
         rows_used[enc] = rows
@@ -139,6 +160,9 @@ def evaluate_features(
             sw_gen, sw_val = sliced_w2_to([g, v], t, directions=directions, seed=seed, chunk=chunk, precision=precision)
             values.update(sw_r=_ratio(sw_gen, sw_val, "SW", enc), sw_gen=sw_gen, sw_val=sw_val)
         if "mmdr" in metrics:
+            if mmd_n is not None and mmd_n != n:
+                g, t, v, rows = equal_size(gen[enc], train[enc], val[enc], mmd_n, seed, dtype, device)
+            mmd_rows[enc] = rows
             g64, t64, v64 = g.double(), t.double(), v.double()
             sigma = float(sigmas[enc]) if sigmas and enc in sigmas else median_sigma(t64, seed=seed)
             w = rff_frequencies(t.shape[1], rff_features, sigma, rff_seed).to(t.device)
@@ -162,6 +186,10 @@ def evaluate_features(
         "n": n, "rows": rows_used, "directions": directions, "seed": seed, "metrics": list(metrics),
         "rff_features": rff_features, "rff_seed": rff_seed, "precision": precision,
     }
+    if mmd_rows:
+        fewest = min(mmd_rows.values())
+        summary["mmd_r_rows"] = float(fewest)
+        settings.update(mmd_n=mmd_n or n, mmd_rows=fewest, mmd_protocol=mmd_protocol(fewest, rff_features))
     return EvalResult(encoders=encoders, roles=dict(roles), summary=summary, settings=settings)
 
 

@@ -253,7 +253,8 @@ def build_reference(
         c = None if sub_cond is None else sub_cond[:n]
         return combine(sub_feats[:n].to(dtype), c, params)
 
-    sigma = max(median_sigma(sub_feats[: request.sigma_subsample]), SIGMA_FLOOR) * request.sigma_scale
+    base = request.sigma if request.sigma is not None else max(median_sigma(sub_feats[: request.sigma_subsample]), SIGMA_FLOOR)
+    sigma = base * request.sigma_scale
     params = resolve_joint(joint, sigma, max_class)
     ref = Reference(
         dim=dim, rows=rows, sigma=sigma, scales=tuple(request.scales), joint=params, request=request,

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from rdmx.errors import RdmxError
 from rdmx.fingerprint import fingerprint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -37,7 +38,7 @@ class EncoderSpec:
     resolution: int
     weights: str = "pretrained"  # "pretrained" | "random" | a local path
     revision: str = ""  # checkpoint revision or file hash where known
-    resize: str = "bicubic"  # bicubic | bilinear | nearest | none
+    resize: str = "bicubic"  # bicubic | bilinear | nearest | tf1-bilinear (rdmx.represent.resize) | none
     antialias: bool = True
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
@@ -60,10 +61,18 @@ def resize_and_normalise(x: torch.Tensor, spec: EncoderSpec) -> torch.Tensor:
     if x.shape[1] == 1 and len(spec.mean) == 3:
         x = x.expand(-1, 3, -1, -1)
     if spec.resize != "none" and tuple(x.shape[-2:]) != (spec.resolution, spec.resolution):
+        if spec.resize == "tf1-bilinear":
+            from rdmx.represent.resize import resize_bilinear_tf1
+
+            return _normalise(resize_bilinear_tf1(x, (spec.resolution, spec.resolution)), spec)
         kw: dict[str, Any] = {}
         if spec.resize in ("bicubic", "bilinear"):
             kw = {"align_corners": False, "antialias": spec.antialias}
         x = F.interpolate(x, size=(spec.resolution, spec.resolution), mode=spec.resize, **kw)
+    return _normalise(x, spec)
+
+
+def _normalise(x: torch.Tensor, spec: EncoderSpec) -> torch.Tensor:
     mean = torch.as_tensor(spec.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     std = torch.as_tensor(spec.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return (x - mean) / std
@@ -93,6 +102,21 @@ class Encoder(torch.nn.Module, abc.ABC):
             p.requires_grad_(False)
         if self.spec.channels_last:
             self.to(memory_format=torch.channels_last)
+        return self
+
+    def store_weights_as(self, dtype: str) -> Encoder:
+        """Keep the frozen floating parameters and buffers in ``dtype`` ("bfloat16" saves half the
+        memory of an encoder that computes under bf16 autocast anyway). Recorded in the spec, so in
+        the fingerprint. Encoders computing in float32 (outside autocast) refuse it."""
+        if dtype == "float32":
+            return self
+        if self.spec.dtype == "float32":
+            raise RdmxError(
+                f"encoder '{self.spec.name}' computes in float32 outside autocast; its weights stay float32 "
+                f"(weights_dtype = \"{dtype}\" is for encoders under bf16 autocast)"
+            )
+        self.to({"bfloat16": torch.bfloat16, "float16": torch.float16}[dtype])
+        self.spec = self.spec.with_(extra=tuple(self.spec.extra) + (("weights_dtype", dtype),))
         return self
 
     def train(self, mode: bool = True) -> Encoder:  # encoders stay in eval mode

@@ -15,7 +15,7 @@ from rdmx.errors import RdmxError, close_matches
 from rdmx.registry import Registry
 from rdmx.represent.presets import HFSource, hf_offline
 
-WEIGHT_KINDS = ("encoders", "generators")  # the kinds whose components can have pretrained weights
+WEIGHT_KINDS = ("encoders", "generators", "metrics")  # the kinds whose components can have pretrained weights
 
 
 @dataclass
@@ -43,11 +43,14 @@ def _registries(registry: Registry | Sequence[Registry] | None = None) -> list[R
 
 
 def status(registry: Registry | Sequence[Registry] | None = None) -> list[WeightStatus]:
-    """Weight status of every registered encoder and generator (file-system checks only)."""
+    """Weight status of every registered encoder and generator, and of the metrics that declare
+    weights (e.g. ``fid``'s Inception); file-system checks only."""
     out = []
     for reg in _registries(registry):
         for e in reg.entries():
             sources = e.meta.get("weights_sources") or ()
+            if reg.kind == "metrics" and not sources:
+                continue
             avail = e.meta_value("weights_available") if sources else None
             if isinstance(avail, str):  # a failing check reports its error text
                 avail = False

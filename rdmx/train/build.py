@@ -72,6 +72,11 @@ def build_components(resolved: ResolvedRecipe, plugins: Plugins | None = None, l
     encoders, roles = {}, {}
     for i, block in enumerate(r.battery.encoders):
         enc = _build(plugins, "encoders", f"battery.encoders[{i}]", block.name, resolved)
+        weights_dtype = getattr(resolved.config(f"battery.encoders[{i}]"), "weights_dtype", "float32")
+        try:
+            enc = enc.store_weights_as(weights_dtype)
+        except RdmxError as exc:
+            raise RdmxError(f"{resolved.source}: battery.encoders[{i}].weights_dtype: {exc}") from None
         encoders[block.key()] = enc.to(device)
         roles[block.key()] = block.role
     estimator = _build(plugins, "estimators", "estimator", r.estimator.name, resolved)

@@ -99,7 +99,7 @@ def restore_training(ckpt: dict[str, Any], path: str | Path, *, generator, optim
         except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as exc:
             raise RdmxError(f"{path}: its {key} state cannot be restored ({_first_line(exc)}); "
                             f"start over with --fresh") from None
-    cuda = ckpt.get("cuda_rng")
-    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
+    cuda = ckpt.get("cuda_rng")  # on as many devices as both the checkpoint and this machine have
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(cuda)[: min(len(cuda), torch.cuda.device_count())])
     return int(ckpt["step"])

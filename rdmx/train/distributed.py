@@ -17,12 +17,22 @@ import torch
 import torch.distributed as dist
 
 
+def sync_before_collective(x: torch.Tensor) -> None:
+    """Wait for the kernels queued on ``x``'s CUDA stream before an NCCL collective reads it.
+
+    The iRDM release reports deterministic hangs of the all-gather without this (encoder kernels
+    under bf16 autocast racing the collective); the synchronisation costs one stream flush."""
+    if x.is_cuda:
+        torch.cuda.current_stream(x.device).synchronize()
+
+
 class _GatherRows(torch.autograd.Function):
     """All-gather along dim 0; backward returns this rank's rows of the (identical) gradient."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, rank: int, world: int) -> torch.Tensor:
         parts = [torch.empty_like(x) for _ in range(world)]
+        sync_before_collective(x)
         dist.all_gather(parts, x.contiguous())
         ctx.rank, ctx.rows = rank, x.shape[0]
         return torch.cat(parts)
@@ -52,6 +62,7 @@ class DistContext:
         if x.requires_grad or x.is_floating_point():
             return _GatherRows.apply(x, self.rank, self.world)
         parts = [torch.empty_like(x) for _ in range(self.world)]
+        sync_before_collective(x)
         dist.all_gather(parts, x.contiguous())
         return torch.cat(parts)
 

@@ -86,7 +86,7 @@ class Trainer:
             self.c.data, self.c.encoders, self.c.estimator.request(),
             cache_dir=r.reference.cache_dir, joint=r.joint,
             estimator=self.c.estimator, train_names=self.c.train_names,
-            floors=(r.reference.floor_draws, r.reference.floor_rows), eval_rows=r.eval.n,
+            floors=(r.reference.floor_draws, r.reference.floor_rows), eval_rows=r.eval.bank_rows(),
             seed=r.seed, device=self.c.device, progress=self.progress,
             batch_size=r.reference.batch_size, num_workers=r.reference.workers,
         )
@@ -117,6 +117,7 @@ class Trainer:
                                 chunk=t.micro_batch or t.batch, device=self.c.device, metrics=self.c.metrics,
                                 data=self.c.data, step=step)
         self.last_samples = ev.samples
+        self.mmd_protocol = ev.result.settings.get("mmd_protocol")
         metrics = {f"eval/{k}": v for k, v in ev.scalars().items()}
         self.state.evals[step] = metrics
         self.tracker.log_metrics(metrics, step)
@@ -158,17 +159,20 @@ class Trainer:
         return path
 
     def compute_gradient(self, step: int):
-        """Accumulate into the generator's ``.grad`` the full-batch gradient of step ``step``'s loss.
+        """Accumulate into the generator's ``.grad`` the full-batch gradient ``s·∇L`` of step ``step``'s loss.
 
         Every rank draws the same global noise and keeps its slice; gradient caching bounds memory
         by one micro-chunk; under torchrun the features are gathered and the gradients summed, so
-        every rank holds the single-process gradient."""
+        every rank holds the single-process gradient.
+
+        The gradient scale s is decided here and only here: ``train.loss_scale`` (a number s, or the
+        release's ``b / N`` for a reference per-GPU batch b). It never depends on the micro batch or
+        the world size, so the clip threshold and the learning rate mean the same on any hardware."""
         r, t = self.recipe, self.recipe.train
         gen = self.c.generator
         local = t.batch // self.dist.world  # this rank's share of the global batch N
         micro = min(t.micro_batch or local, local)
-        accumulation = t.batch // (micro * self.dist.world)
-        grad_scale = 1.0 / accumulation if t.loss_scale == "accumulation" else 1.0
+        grad_scale = t.gradient_scale()
         gather = self.dist.gather if self.dist.world > 1 else None
         rows = self.dist.slice(t.batch)
         g = step_generator(r.seed, step, 0)
@@ -278,6 +282,7 @@ class Trainer:
             "wall_time_s": round(wall, 2),
             "initial": first_eval,
             "final": final,
+            "eval_protocol": {"mmd_r": getattr(self, "mmd_protocol", None)},
             "final_loss": self.state.history[-1]["loss"] if self.state.history else None,
             "sample_grid": str(grid) if grid else None,
             "checkpoint": str(ckpt),

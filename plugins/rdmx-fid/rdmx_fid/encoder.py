@@ -10,7 +10,7 @@ from rdmx.represent.encoder import HALF_MEAN, HALF_STD, Encoder, EncoderSpec
 from rdmx.represent.presets import load_state_dict, resolve_weights, seeded
 from rdmx_fid.plugin import CHECKPOINT, RESOLUTION, SOURCE, TINY_RESOLUTION
 
-PRESET_VERSION = "1"
+PRESET_VERSION = "2"  # 2: TF-1 bilinear resize to 299 (was torch bicubic with antialias)
 
 
 def fid_inception() -> torch.nn.Module:
@@ -63,7 +63,9 @@ def build(config) -> InceptionEncoder:
         resolution=config.resolution or default,
         weights=w.spec_weights,
         revision=w.revision,
-        mean=HALF_MEAN,  # x -> 2x - 1, the FID graph's input range
+        resize="tf1-bilinear",  # the FID graph's own resize: TF-1 bilinear, asymmetric grid, no antialias
+        antialias=False,
+        mean=HALF_MEAN,  # x -> 2x - 1, the FID graph's input range (after the resize)
         std=HALF_STD,
         pooling="avg_pool3",
         dtype="float32",

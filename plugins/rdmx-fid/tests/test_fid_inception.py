@@ -35,7 +35,7 @@ def test_panel_facts():
     assert f.shape == (2, 2048)
     s = enc.spec
     assert (s.resolution, s.dtype, s.resize, s.antialias, s.mean, s.std) == (
-        299, "float32", "bicubic", True, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+        299, "float32", "tf1-bilinear", False, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     assert s.channels_last
 
 
@@ -73,3 +73,19 @@ def test_cached_weights_match_pytorch_fid_reference(cache, monkeypatch):
         expected = ref(x)[0].flatten(1)  # pytorch-fid maps [0, 1] to [-1, 1] itself
         got = enc(x)  # same size: no resize, only (x - 0.5) / 0.5
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_resize_is_the_tf1_bilinear_rule_then_2x_minus_1():
+    """256 → 299 by TF-1's bilinear rule (torch-fidelity's own implementation as the reference),
+    then x·2 − 1; torch's antialiased bicubic differs by a few per cent."""
+    from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x as tf1
+
+    with torch.device("meta"):
+        enc = ENTRY.build({"weights": "random"})
+    x = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    got = enc.preprocess(x)
+    want = tf1(x, size=(299, 299), align_corners=False) * 2 - 1
+    torch.testing.assert_close(got, want, rtol=0, atol=2e-5)  # torch-fidelity places its grid in float32
+    bicubic = torch.nn.functional.interpolate(x, size=(299, 299), mode="bicubic", antialias=True) * 2 - 1
+    rel = float((bicubic - got).norm() / got.norm())
+    assert rel > 0.01

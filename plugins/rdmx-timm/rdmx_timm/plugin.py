@@ -14,7 +14,8 @@ from rdmx_timm.presets import PRESETS
 class TimmEncoderConfig(PresetConfig):
     """A timm preset; ``pooling`` overrides the preset's pooling."""
 
-    pooling: Literal["cls", "mean_patch", "head"] | None = Field(None, description="feature pooling override")
+    pooling: Literal["cls", "mean_patch", "spatial_mean", "attn_pool", "head"] | None = Field(
+        None, description="feature pooling override (see rdmx_timm.encoder)")
 
 
 @hookimpl

@@ -26,8 +26,8 @@ PANEL = {
     "dinov2": ("vit_large_patch14_dinov2.lvd142m", 256, 1024, "heldout"),
     "siglip": ("vit_so400m_patch14_siglip_384.webli", 384, 1152, "heldout"),
 }
-POOLING = {"convnext": "head", "mae": "mean_patch", "clip": "cls", "dinov3": "cls", "pe-core": "head",
-           "siglip2": "head", "aimv2": "head", "dinov2": "cls", "siglip": "head"}
+POOLING = {"convnext": "spatial_mean", "mae": "mean_patch", "clip": "cls", "dinov3": "cls", "pe-core": "attn_pool",
+           "siglip2": "attn_pool", "aimv2": "mean_patch", "dinov2": "cls", "siglip": "attn_pool"}
 
 
 def _entries():
@@ -113,9 +113,12 @@ def test_resolution_override_reaches_model_and_fingerprint():
     a = build("siglip2", tiny=True)
     b = build("siglip2", tiny=True, resolution=112)
     assert a.spec.resolution == 224 and b.spec.resolution == 112
-    assert b.model.patch_embed.img_size == (112, 112)
     assert a.fingerprint != b.fingerprint
+    seen = []
+    hook = b.model.patch_embed.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape[-2:])))
     assert b(torch.rand(1, 3, 64, 64)).shape == (1, b.dim)
+    hook.remove()
+    assert seen == [(112, 112)]
 
 
 def test_unknown_option_is_rejected():
@@ -160,12 +163,16 @@ def test_pretrained_from_hub_cache_resamples_position_embedding(empty_cache):
     enc = build("dinov2-vits14")
     assert enc.spec.weights == "pretrained" and enc.spec.revision == "0123abcd" and enc.spec.seed is None
     torch.testing.assert_close(enc.model.blocks[5].mlp.fc1.weight, src.blocks[5].mlp.fc1.weight, rtol=0, atol=0)
-    assert enc.model.pos_embed.shape[1] == 1 + 16 * 16
+    # created as the release creates it: the native 37×37 grid is kept and resampled at every forward
+    torch.testing.assert_close(enc.model.pos_embed, src.pos_embed, rtol=0, atol=0)
+    tokens = torch.zeros(1, 16, 16, src.embed_dim)  # a 224-px input's patch grid (NHWC), all zero
+    with torch.no_grad():
+        resampled = enc.model._pos_embed(tokens)[:, 1:]
     # the resampled grid is a resize of the source grid: check against an independent float64 resize
     grid = src.pos_embed[:, 1:].reshape(1, 37, 37, -1).permute(0, 3, 1, 2).double()
     ref = torch.nn.functional.interpolate(grid, size=(16, 16), mode="bicubic", antialias=True, align_corners=False)
     ref = ref.permute(0, 2, 3, 1).reshape(1, 256, -1).float()
-    torch.testing.assert_close(enc.model.pos_embed[:, 1:], ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(resampled, ref, rtol=1e-4, atol=1e-4)
 
     by_path = build("dinov2-vits14", weights=str(snap / "model.safetensors"))
     assert by_path.spec.weights.endswith("model.safetensors") and len(by_path.spec.revision) == 16
