@@ -114,13 +114,29 @@ class TrackingConfig(_Strict):
     run_name: str | None = None
 
 
+class JointBlock(JointSpec):
+    """The law matched (``rdmx.compare.configs.JointSpec``) plus, for ``kind = "text"``, the frozen
+    text tower τ that embeds captions and prompts (an encoder block; default ``siglip2-text``)."""
+
+    text_encoder: Component | None = Field(
+        default=None, description="text encoder for kind = 'text' (default: siglip2-text)")
+
+    @model_validator(mode="after")
+    def _default_text_encoder(self) -> JointBlock:
+        if self.kind == "text" and self.text_encoder is None:
+            self.text_encoder = Component(name="siglip2-text")
+        return self
+
+
 class Recipe(_Strict):
     name: str = "run"
     seed: int = 0
     data: Component
     generator: Component
     estimator: Component = Field(default_factory=lambda: Component(name="mmd-nystrom"))
-    joint: JointSpec = Field(default_factory=JointSpec, description="the law matched: marginal, class or text")
+    joint: JointBlock = Field(default_factory=JointBlock, description="the law matched: marginal, class or text")
+    prompts: Component | None = Field(
+        default=None, description="the generator's prompt pool (default: the captions of captioned data)")
     battery: Battery
     balancer: Component = Field(default_factory=lambda: Component(name="uniform"))
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -152,6 +168,11 @@ class ResolvedRecipe:
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe: defaults filled in, component options from their models."""
         out = self.recipe.model_dump(mode="json", exclude={"sweep"})
+        # optional blocks that are absent stay absent (recipes without them keep their fingerprints)
+        if out.get("prompts") is None:
+            out.pop("prompts", None)
+        if out["joint"].get("text_encoder") is None:
+            out["joint"].pop("text_encoder", None)
         for path, cfg in self.configs.items():
             block = _get_path(out, path)
             keep = {k: block[k] for k in _RESERVED if k in block}
@@ -317,6 +338,10 @@ def validate_recipe(raw: dict[str, Any], source: str = "recipe", plugins=None) -
     ]
     blocks += [(f"battery.encoders[{i}]", "encoders", e) for i, e in enumerate(recipe.battery.encoders)]
     blocks += [(f"eval.metrics[{i}]", "metrics", m) for i, m in enumerate(recipe.eval.metrics)]
+    if recipe.prompts is not None:
+        blocks.append(("prompts", "prompts", recipe.prompts))
+    if recipe.joint.text_encoder is not None:
+        blocks.append(("joint.text_encoder", "encoders", recipe.joint.text_encoder))
     errors = []
     for path, kind, block in blocks:
         try:
