@@ -82,6 +82,7 @@ def run_reference_build(
     progress: bool = True,
     console=None,
     quiet: bool = False,
+    text_encoder: Any = None,
 ) -> dict[str, Any]:
     """Build (or reuse) every encoder's reference material and print a summary table.
 
@@ -92,7 +93,7 @@ def run_reference_build(
     refs = build_references(
         data, encoders, request, cache_dir=cache_dir, joint=joint, estimator=estimator,
         train_names=train_names, floors=floors, eval_rows=eval_rows, seed=seed, device=device,
-        progress=progress, batch_size=batch_size, num_workers=num_workers,
+        progress=progress, batch_size=batch_size, num_workers=num_workers, text_encoder=text_encoder,
     )
     if not quiet and dist_rank_world()[0] == 0:
         print_summary(refs, console)
@@ -133,7 +134,7 @@ def build_cmd(
             c.data, c.encoders, c.estimator, cache_dir=r.reference.cache_dir, train_names=c.train_names,
             joint=r.joint, floors=(r.reference.floor_draws, r.reference.floor_rows), eval_rows=r.eval.n,
             seed=r.seed, device=c.device, batch_size=batch_size, num_workers=workers,
-            progress=not no_progress, quiet=as_json,
+            progress=not no_progress, quiet=as_json, text_encoder=c.text_encoder,
         )
         if as_json:
             import json

@@ -61,3 +61,22 @@ def tiny_conv(seed: int, dim: int, width: int):
             return self.head(torch.relu(self.conv(x)).mean((2, 3)))
 
     return TinyConv()
+
+
+def tiny_tokenizer(directory: Path, texts, extra: tuple[str, ...] = ()) -> Path:
+    """A word-level Hugging Face tokenizer (lower-cased, one id per word of ``texts``) saved in
+    ``directory``: lets tiny random text towers encode strings. Returns ``directory``."""
+    import re
+
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted({w for t in [*texts, *extra] for w in re.findall(r"\w+|[^\w\s]+", t.lower())})
+    vocab = {"<pad>": 0, "<unk>": 1, **{w: i + 2 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>").save_pretrained(str(directory))
+    return directory

@@ -73,7 +73,7 @@ class Trainer:
             estimator=self.c.estimator, train_names=self.c.train_names,
             floors=(r.reference.floor_draws, r.reference.floor_rows), eval_rows=r.eval.n,
             seed=r.seed, device=self.c.device, progress=self.progress,
-            batch_size=r.reference.batch_size, num_workers=r.reference.workers,
+            batch_size=r.reference.batch_size, num_workers=r.reference.workers, text_encoder=self.c.text_encoder,
         )
         self.floors = {k: self.refs[k].floor for k in self.c.train_names}
         if hasattr(self.c.balancer, "set_floors"):

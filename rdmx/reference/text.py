@@ -1,0 +1,70 @@
+"""Text embeddings τ(c) of the text-joint law, computed once and cached by fingerprint.
+
+τ is a frozen text encoder's embedding, L2-normalised (``encoder(list[str]) -> (B, t)``; the
+``siglip2-text`` preset of rdmx-openclip is the paper's). The joint feature of an image x with
+text c is ``[φ(x) | β·τ(c)]`` (``rdmx.compare.joint``): real rows use their caption, generated
+rows the prompt they were generated from.
+
+Cache: ``<cache_dir>/texts/<encoder fingerprint>-<texts fingerprint>.safetensors`` holding
+``embeddings`` (n, t) float32 in the order of the texts; the texts fingerprint hashes every
+string in order, so a changed caption or prompt list can never reuse a stale table. Repeated
+strings are encoded once. Under torch.distributed rank 0 encodes and writes, the others wait
+and load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from rdmx.data.prompts import prompts_fingerprint
+from rdmx.errors import RdmxError
+from rdmx.reference.extract import _barrier, atomic_save_tensors, dist_rank_world
+
+
+def text_cache_path(cache_dir: str | Path, encoder_fp: str, texts: Sequence[str]) -> Path:
+    return Path(cache_dir) / "texts" / f"{encoder_fp}-{prompts_fingerprint(texts)}.safetensors"
+
+
+@torch.no_grad()
+def encode_texts(encoder, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+    """(len(texts), t) float32 unit rows on the CPU; each distinct string is encoded once."""
+    from tqdm.auto import tqdm
+
+    texts = [str(t) for t in texts]
+    if not texts:
+        raise RdmxError("no texts to embed")
+    unique = list(dict.fromkeys(texts))
+    parts = []
+    for start in tqdm(range(0, len(unique), batch_size), desc="text embeddings", disable=not progress,
+                      unit="batch", dynamic_ncols=True):
+        out = encoder(unique[start : start + batch_size])
+        if out.ndim != 2 or out.shape[0] != len(unique[start : start + batch_size]):
+            raise RdmxError(f"text encoder returned shape {tuple(out.shape)} for a batch of strings")
+        parts.append(F.normalize(out.float(), dim=1).cpu())
+    table = torch.cat(parts)
+    index = {t: i for i, t in enumerate(unique)}
+    return table[torch.tensor([index[t] for t in texts])].contiguous()
+
+
+def embed_texts(encoder, texts: Sequence[str], *, cache_dir: str | Path | None = None, batch_size: int = 256,
+                progress: bool = False) -> torch.Tensor:
+    """τ of ``texts`` (float32, CPU), read from or written to the fingerprint-keyed cache."""
+    texts = [str(t) for t in texts]
+    if cache_dir is None:
+        return encode_texts(encoder, texts, batch_size, progress)
+    path = text_cache_path(cache_dir, encoder.fingerprint, texts)
+    if dist_rank_world()[0] == 0 and not path.exists():
+        table = encode_texts(encoder, texts, batch_size, progress)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save_tensors(path, {"embeddings": table}, {"encoder": encoder.fingerprint, "rows": str(len(texts)),
+                                                          "texts": prompts_fingerprint(texts)})
+    _barrier()
+    table = load_file(str(path))["embeddings"]
+    if table.shape[0] != len(texts):
+        raise RdmxError(f"{path} holds {table.shape[0]} text embeddings for {len(texts)} texts; delete it")
+    return table
