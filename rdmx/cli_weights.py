@@ -8,21 +8,21 @@ from rich.table import Table
 
 from rdmx.errors import RdmxError
 
-app = typer.Typer(help="Pretrained encoder weights: status and download.", no_args_is_help=True)
+app = typer.Typer(help="Pretrained encoder and generator weights: status and download.", no_args_is_help=True)
 
 
 def _registry():
-    from rdmx.plugins import get_plugins
+    from rdmx.represent.weights import _registry as weights_registry
 
-    return get_plugins().registry("encoders")
+    return weights_registry()  # encoders and generators
 
 
 @app.command("list")
 def list_weights() -> None:
-    """Every registered encoder with its checkpoint and whether its weights are cached."""
+    """Every registered encoder and generator with its checkpoint and whether its weights are cached."""
     from rdmx.represent.weights import status
 
-    table = Table("encoder", "plugin", "checkpoint", "weights", "source")
+    table = Table("name", "plugin", "checkpoint", "weights", "source")
     for s in status(_registry()):
         color = {"cached": "green", "missing": "red"}.get(s.label, "dim")
         table.add_row(s.name, s.plugin, s.checkpoint, f"[{color}]{s.label}[/{color}]", s.where)
@@ -30,8 +30,8 @@ def list_weights() -> None:
 
 
 @app.command("fetch")
-def fetch_weights(names: list[str] = typer.Argument(..., help="encoder names, e.g. dinov2 inception")) -> None:
-    """Download the named encoders' weights into the Hugging Face / torch hub caches."""
+def fetch_weights(names: list[str] = typer.Argument(..., help="encoder or generator names, e.g. dinov2 flux2-klein")) -> None:
+    """Download the named encoders' or generators' weights into the Hugging Face / torch hub caches."""
     from rdmx.represent.weights import fetch
 
     try:

@@ -68,3 +68,26 @@ def embed_texts(encoder, texts: Sequence[str], *, cache_dir: str | Path | None =
     if table.shape[0] != len(texts):
         raise RdmxError(f"{path} holds {table.shape[0]} text embeddings for {len(texts)} texts; delete it")
     return table
+
+
+class PromptConditions:
+    """The text-joint law's condition of generated rows: prompt id -> τ(prompt) (rows of a frozen table)."""
+
+    def __init__(self, table: torch.Tensor):
+        self.table = table
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        if ids.dtype.is_floating_point or ids.ndim != 1:
+            raise RdmxError("text-joint conditions of generated rows must be prompt ids of shape (N,)")
+        return self.table[ids.to(self.table.device).long()]
+
+
+def prompt_conditions(text_encoder, prompts: Sequence[str] | None, *, cache_dir: str | Path,
+                      device: torch.device | str = "cpu", progress: bool = False) -> PromptConditions:
+    """τ of every prompt of the generator's pool (cached), as a map from prompt ids."""
+    if not prompts:
+        raise RdmxError(
+            "the text-joint law needs the generator's prompts: use captioned data (its captions are the "
+            "pool) or a [prompts] block"
+        )
+    return PromptConditions(embed_texts(text_encoder, prompts, cache_dir=cache_dir, progress=progress).to(device))

@@ -1,6 +1,6 @@
-"""Pretrained-weight status and fetching for registered encoders.
+"""Pretrained-weight status and fetching for registered encoders and generators.
 
-An encoder's registration meta may declare ``weights_sources`` (HFSource / URLSource objects
+An encoder's (or generator's) registration meta may declare ``weights_sources`` (HFSource / URLSource objects
 from :mod:`rdmx.represent.presets`) and ``weights_available`` (a torch-free check). Fetching
 downloads into the libraries' standard caches (Hugging Face hub cache, torch hub cache); with
 ``HF_HUB_OFFLINE`` set it fails at once instead of trying the network.
@@ -27,11 +27,30 @@ class WeightStatus:
         return {True: "cached", False: "missing", None: "n/a"}[self.available]
 
 
+WEIGHT_KINDS = ("encoders", "generators")
+
+
+class _Combined:
+    """Encoders and generators as one list of entries (names are unique across the two here)."""
+
+    def __init__(self, registries):
+        self.registries = list(registries)
+
+    def entries(self):
+        return [e for r in self.registries for e in r.entries()]
+
+    def get(self, name: str, where: str = ""):
+        for r in self.registries:
+            if name in r:
+                return r.get(name)
+        return self.registries[0].get(name, where)  # the registry's own "unknown name" error
+
+
 def _registry(registry=None):
     if registry is None:
         from rdmx.plugins import get_plugins
 
-        registry = get_plugins().registry("encoders")
+        registry = _Combined(get_plugins().registry(k) for k in WEIGHT_KINDS)
     return registry
 
 
@@ -56,7 +75,7 @@ def fetch(names: list[str], registry=None) -> list[WeightStatus]:
     for e in entries:
         sources = e.meta.get("weights_sources") or ()
         if not sources:
-            raise RdmxError(f"encoder '{e.name}' (plugin {e.plugin}) declares no downloadable weights")
+            raise RdmxError(f"{e.kind[:-1]} '{e.name}' (plugin {e.plugin}) declares no downloadable weights")
         for src in sources:
             if src.locate() is not None:
                 continue

@@ -59,6 +59,7 @@ class Trainer:
         self.progress = progress and self.dist.main
         self.c = components or build_components(resolved, local_rank=self.dist.local_rank)
         self.refs: dict[str, Any] = {}
+        self.joint_condition = None
         self.state = RunState()
 
     # -- set-up ----------------------------------------------------------------------------
@@ -75,6 +76,12 @@ class Trainer:
             seed=r.seed, device=self.c.device, progress=self.progress,
             batch_size=r.reference.batch_size, num_workers=r.reference.workers, text_encoder=self.c.text_encoder,
         )
+        self.joint_condition = None  # text-joint law: generated rows' prompt ids -> τ(prompt)
+        if r.joint.kind == "text":
+            from rdmx.reference.text import prompt_conditions
+
+            self.joint_condition = prompt_conditions(self.c.text_encoder, self.c.info.prompts,
+                                                     cache_dir=r.reference.cache_dir, device=self.c.device)
         self.floors = {k: self.refs[k].floor for k in self.c.train_names}
         if hasattr(self.c.balancer, "set_floors"):
             self.c.balancer.set_floors(self.floors)
@@ -154,7 +161,8 @@ class Trainer:
         cond = None if cond is None else cond[rows]
         estimator_rng = step_generator(r.seed, step, 1)  # estimators draw on the CPU, then move
         refs = {k: self.refs[k].reference for k in self.c.train_names}
-        loss_fn = make_loss_fn(self.c.estimator, refs, self.c.balancer.weights, lambda: estimator_rng)
+        loss_fn = make_loss_fn(self.c.estimator, refs, self.c.balancer.weights, lambda: estimator_rng,
+                               condition=self.joint_condition)
         train_encoders = {k: self.c.encoders[k] for k in self.c.train_names}
         if micro < local:  # gradient caching: memory bounded by one micro-chunk
             res = cached_backward(gen, train_encoders, noise, cond, loss_fn, micro, gather=gather, grad_scale=grad_scale)
