@@ -73,3 +73,17 @@ def save_npz(images: torch.Tensor, path: str | Path, labels: torch.Tensor | None
             np.savez(f, **arrays)
 
     return _atomic(Path(path), write)
+
+
+def grid_conditions(info, columns: int, device, prompt_rows: int = 4):
+    """Conditions of a sample grid, one row each: every class, the first ``prompt_rows`` prompts of a
+    text-to-image pool (labelled ``#i``), or None (unconditional). Returns (cond or None, labels or None, rows)."""
+    if info.num_classes:
+        rows = info.num_classes
+        cond = torch.arange(rows, device=device).repeat_interleave(columns)
+        return cond, [info.class_names[i] for i in cond.tolist()], rows
+    if getattr(info, "prompts", ()):
+        rows = min(prompt_rows, len(info.prompts))
+        cond = torch.arange(rows, device=device).repeat_interleave(columns)
+        return cond, [f"#{i}" for i in cond.tolist()], rows
+    return None, None, 1

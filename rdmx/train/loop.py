@@ -15,7 +15,7 @@ import torch
 from rdmx import __version__
 from rdmx.errors import RdmxError
 from rdmx.recipe import ResolvedRecipe
-from rdmx.samples import save_grid
+from rdmx.samples import grid_conditions, save_grid
 from rdmx.track.base import NullTracker, Tracker
 from rdmx.train.build import Components, build_components
 from rdmx.train.checkpoint import load_checkpoint, save_checkpoint
@@ -117,16 +117,13 @@ class Trainer:
     def save_samples(self, step: int) -> Path | None:
         if not self.c.info.is_image or not self.dist.main:
             return None
-        info = self.c.info
-        k = max(info.num_classes, 1)
         cols = 8
+        cond, labels, k = grid_conditions(self.c.info, cols, self.c.device)  # a row per class / prompt
         gen = self.c.generator
         g = torch.Generator().manual_seed(self.recipe.seed + 777)
         noise = gen.sample_noise(k * cols, g, self.c.device)
-        cond = (torch.arange(k, device=self.c.device).repeat_interleave(cols) if info.num_classes else None)
         with torch.no_grad():
             imgs = gen(noise, cond)
-        labels = ([info.class_names[i] for i in cond.tolist()] if cond is not None else None)
         path = save_grid(imgs, self.out / "samples" / f"step-{step:06d}.png", labels=labels, columns=cols,
                          scale=max(1, 64 // imgs.shape[-1]), title=f"{self.recipe.name} step {step}")
         self.tracker.log_artifact(path, "samples")

@@ -78,13 +78,13 @@ class Flux2Decoder(nn.Module):
         """(B, 4c, h, w) normalised latents -> (B, 3, 16h, 16w) float32 image in [0, 1]."""
         b, ch, h, w = latents.shape
         ph, pw = self.patch
-        z = latents.float() * torch.sqrt(self.bn_var.view(1, -1, 1, 1) + self.eps) + self.bn_mean.view(1, -1, 1, 1)
+        z = latents * torch.sqrt(self.bn_var.view(1, -1, 1, 1) + self.eps) + self.bn_mean.view(1, -1, 1, 1)
         z = z.reshape(b, ch // (ph * pw), ph, pw, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, ch // (ph * pw), h * ph, w * pw)
         dtype = next(self.decoder.parameters()).dtype
         if self.post_quant_conv is not None:
             z = self.post_quant_conv(z.to(dtype))
-        image = self.decoder(z.to(dtype))
-        return ((image.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+        image = self.decoder(z.to(dtype)).to(latents.dtype if latents.dtype == torch.float64 else torch.float32)
+        return ((image + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
 class Flux2KleinGenerator(Generator):
@@ -130,6 +130,12 @@ class Flux2KleinGenerator(Generator):
                             f"{self.transformer.config.joint_attention_dim} (text encoder / layers mismatch)")
         self._prompts = prompts
 
+    def sample_noise(self, n: int, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Standard normal latents (n, 4c, h, w), drawn in float32; float64 when the transformer is
+        (exactness tests)."""
+        noise = super().sample_noise(n, generator, device)
+        return noise.double() if self.transformer.dtype == torch.float64 else noise
+
     def shard_units(self) -> list[nn.Module]:
         """The transformer blocks (double- then single-stream): the units FSDP2 shards."""
         return [*self.transformer.transformer_blocks, *self.transformer.single_transformer_blocks]
@@ -152,11 +158,12 @@ class Flux2KleinGenerator(Generator):
     def forward(self, noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         if cond is None:
             raise RdmxError("generator 'flux2-klein' is text-conditional: pass prompt ids")
-        ctx = self.states.rows(cond).to(device=noise.device, dtype=torch.float32)
+        dtype = torch.float64 if noise.dtype == torch.float64 else torch.float32  # float64 stays (exactness tests)
+        ctx = self.states.rows(cond).to(device=noise.device, dtype=dtype)
         enabled = self.autocast_dtype is not None
         with torch.autocast(noise.device.type, dtype=self.autocast_dtype or torch.float32, enabled=enabled):
-            latents = self.denoise(noise.float(), ctx)
-        return self.vae(latents.float())
+            latents = self.denoise(noise.to(dtype), ctx)
+        return self.vae(latents.to(dtype))
 
 
 def _missing(sources) -> WeightsMissingError:
