@@ -1,4 +1,5 @@
-"""Sample exports: labelled PNG grids and ADM-compatible ``.npz`` files (written atomically)."""
+"""Sample exports, written atomically: labelled PNG grids, ADM-compatible ``.npz`` files, and the
+official GenEval folder layout for text-to-image generators."""
 
 from __future__ import annotations
 
@@ -87,3 +88,70 @@ def grid_conditions(info, columns: int, device, prompt_rows: int = 4):
         cond = torch.arange(rows, device=device).repeat_interleave(columns)
         return cond, [f"#{i}" for i in cond.tolist()], rows
     return None, None, 1
+
+
+# -- GenEval ---------------------------------------------------------------------------------
+GENEVAL_SEED_BASE = 46_000_000  # the release's noise: one generator per sample, seeded base + 100·prompt + sample
+
+
+def read_geneval_metadata(path: str | Path) -> list[dict]:
+    """GenEval's ``evaluation_metadata.jsonl``: one JSON object per line, each with a ``prompt``."""
+    import json
+
+    from rdmx.errors import RdmxError
+
+    path = Path(path)
+    if not path.is_file():
+        raise RdmxError(f"prompt file {path} does not exist")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RdmxError(f"{path}, line {n}: invalid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict) or not str(obj.get("prompt", "")).strip():
+            raise RdmxError(f"{path}, line {n}: a GenEval metadata line needs a non-empty 'prompt'")
+        rows.append(obj)
+    if not rows:
+        raise RdmxError(f"{path}: no prompts")
+    return rows
+
+
+def seeded_noise(shape: Sequence[int], seeds: Sequence[int], device) -> torch.Tensor:
+    """One standard normal draw of ``shape`` per seed, each from its own generator on ``device``
+    (so CUDA draws equal the release's CUDA draws for the same seeds)."""
+    device = torch.device(device)
+    return torch.stack([torch.randn(tuple(shape), generator=torch.Generator(device).manual_seed(int(s)),
+                                    device=device) for s in seeds])
+
+
+def write_geneval(generator, metadata: Sequence[dict], out: str | Path, *, per_prompt: int = 4, device="cpu",
+                  seed_base: int = GENEVAL_SEED_BASE, batch: int = 4) -> Path:
+    """The official GenEval layout: ``out/<index:05d>/metadata.jsonl`` (that prompt's metadata line)
+    and ``out/<index:05d>/samples/<j:04d>.png`` for ``j < per_prompt``; sample j of prompt i is drawn
+    from noise seeded ``seed_base + 100·i + j``. Prompts whose samples all exist are skipped (resume)."""
+    import json
+
+    from PIL import Image
+
+    out = Path(out)
+    generator.set_prompts([str(m["prompt"]).strip() for m in metadata])
+    was = generator.training
+    generator.eval()
+    with torch.no_grad():
+        for i, meta in enumerate(metadata):
+            folder = out / f"{i:05d}"
+            files = [folder / "samples" / f"{j:04d}.png" for j in range(per_prompt)]
+            if (folder / "metadata.jsonl").is_file() and all(f.is_file() for f in files):
+                continue
+            noise = seeded_noise(generator.noise_shape, [seed_base + 100 * i + j for j in range(per_prompt)], device)
+            cond = torch.full((per_prompt,), i, dtype=torch.long, device=device)
+            images = torch.cat([generator(noise[s : s + batch], cond[s : s + batch]) for s in range(0, per_prompt, batch)])
+            for f, arr in zip(files, to_uint8_nhwc(images), strict=True):
+                _atomic(f, lambda tmp, arr=arr: Image.fromarray(arr).save(tmp, format="PNG"))
+            _atomic(folder / "metadata.jsonl",
+                    lambda tmp, meta=meta: Path(tmp).write_text(json.dumps(meta) + "\n", encoding="utf-8"))
+    generator.train(was)
+    return out

@@ -51,6 +51,17 @@ class Generator(torch.nn.Module, abc.ABC):
             return None
         return torch.randint(0, count, (n,), generator=generator).to(device)
 
+    @property
+    def prompts(self) -> tuple[str, ...]:
+        """The prompts that condition ids index now (text-to-image generators; empty otherwise)."""
+        return self.info.prompts
+
+    def set_prompts(self, prompts) -> None:
+        """Make condition ids index ``prompts`` (evaluation and sampling on other prompt sets)."""
+        from rdmx.errors import RdmxError
+
+        raise RdmxError(f"generator {type(self).__name__} is not text-conditional: it takes no prompts")
+
     @abc.abstractmethod
     def forward(self, noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Map noise (and conditions) to samples."""

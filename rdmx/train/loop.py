@@ -21,7 +21,7 @@ from rdmx.train.build import Components, build_components
 from rdmx.train.checkpoint import load_checkpoint, save_checkpoint
 from rdmx.train.distributed import DistContext, from_environment
 from rdmx.train.gradcache import cached_backward, direct_backward
-from rdmx.train.evaluation import evaluate_generator
+from rdmx.train.evaluation import evaluate_generator, text_joint_eval
 from rdmx.train.objective import make_loss_fn
 from rdmx.train.sampling import generate
 
@@ -60,6 +60,7 @@ class Trainer:
         self.c = components or build_components(resolved, local_rank=self.dist.local_rank)
         self.refs: dict[str, Any] = {}
         self.joint_condition = None
+        self.text_eval = None  # text-joint SW_r / MMDr inputs (rdmx.train.evaluation.text_joint_eval)
         self.state = RunState()
 
     # -- set-up ----------------------------------------------------------------------------
@@ -105,9 +106,11 @@ class Trainer:
         if not self.dist.main:
             return {}
         t = self.recipe.train
+        if self.text_eval is None and self.recipe.joint.kind == "text":
+            self.text_eval = text_joint_eval(self.c, self.recipe, self.refs, self.joint_condition)
         ev = evaluate_generator(self.c.generator, self.c.encoders, self.c.roles, self.refs, self.recipe.eval,
                                 chunk=t.micro_batch or t.batch, device=self.c.device, metrics=self.c.metrics,
-                                data=self.c.data, step=step)
+                                data=self.c.data, step=step, text=self.text_eval)
         self.last_samples = ev.samples
         metrics = {f"eval/{k}": v for k, v in ev.scalars().items()}
         self.state.evals[step] = metrics

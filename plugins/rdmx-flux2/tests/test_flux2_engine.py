@@ -3,60 +3,15 @@ reference, gradient-cached steps through the VAE decoder, and a loss that reads 
 
 from __future__ import annotations
 
-import json
-
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from flux2_tiny import CHAT, tokenizer
-from rdmx.recipe import validate_recipe
-from rdmx.testing import tiny_tokenizer
+from flux2_tiny import make_workspace, t2i_recipe as recipe
 from rdmx.train.loop import Trainer
-
-CAPTIONS = [f"a {c} {t}" for c in ("red", "blue", "green") for t in ("cube", "ball", "cat", "boat")]
-
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("t2i")
-    rng = np.random.default_rng(0)
-    rows = []
-    for i, cap in enumerate(CAPTIONS * 2):
-        a = rng.integers(0, 180, (24, 24, 3)) + 70 * (i % 3 == 0)
-        Image.fromarray(a.astype(np.uint8)).save(root / f"{i:02d}.png")
-        rows.append({"file": f"{i:02d}.png", "caption": f"{cap} {i}"})
-    (root / "caps.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    texts = [r["caption"] for r in rows]
-    tokenizer(root / "qwen-tok", extra=texts)
-    tiny_tokenizer(root / "siglip-tok", texts)
-    return root
-
-
-def recipe(root, **train):
-    raw = {
-        "name": "t2i-tiny", "seed": 0,
-        "data": {"name": "captioned-images", "path": str(root), "captions": str(root / "caps.jsonl"), "size": 24,
-                 "val_count": 6},
-        "generator": {"name": "flux2-klein", "tiny": True, "resolution": 64, "ctx_len": 12, "autocast": "none",
-                      "vae_dtype": "float32", "tokenizer": str(root / "qwen-tok"), "cache_dir": str(root / "cache"),
-                      "text_device": "cpu"},
-        "estimator": {"name": "mmd-nystrom", "landmarks": 6, "kmeans_iters": 3, "sigma_scale": 0.25},
-        "joint": {"kind": "text", "s_txt": 1.0,
-                  "text_encoder": {"name": "siglip2-text", "tiny": True, "tokenizer": str(root / "siglip-tok")}},
-        "battery": {"encoders": [
-            {"name": "toy-conv", "label": "a", "seed": 1, "channels": 3, "resolution": 16, "dim": 8, "width": 4},
-            {"name": "toy-conv", "label": "b", "seed": 2, "channels": 3, "resolution": 16, "dim": 8, "width": 4,
-             "pooling": "max"},
-            {"name": "toy-conv", "label": "held", "seed": 3, "channels": 3, "resolution": 16, "dim": 8, "width": 4,
-             "role": "heldout"}]},
-        "train": {"steps": 1, "batch": 8, "micro_batch": 8, "lr": 1e-3, "device": "cpu", **train},
-        "eval": {"n": 8, "directions": 16},
-        "reference": {"cache_dir": str(root / "cache"), "floor_draws": 2, "floor_rows": 4},
-        "tracking": {"backend": "none"},
-    }
-    return validate_recipe(raw, "t2i-test")
+    return make_workspace(tmp_path_factory.mktemp("t2i"))
 
 
 def gradient(trainer):
