@@ -75,6 +75,8 @@ class TrainConfig(_Strict):
     device: str = "auto"
     sample_every: int = Field(0, ge=0)
     checkpoint_every: int = Field(0, ge=0)
+    keep_checkpoints: bool = Field(
+        False, description="also keep each checkpoint's generator weights as checkpoints/step-NNNNNN.pt (milestones)")
     log_every: int = Field(1, ge=1)
 
     @model_validator(mode="after")

@@ -139,6 +139,10 @@ class Trainer:
         save_checkpoint(path, step=step, generator=self.c.generator, optimizer=self.optimizer,
                         balancer=self.c.balancer, fingerprint=self.resolved.fingerprint,
                         run_id=self.tracker.run_id, extra={"history_tail": self.state.history[-5:]})
+        if self.recipe.train.keep_checkpoints:  # a milestone: the generator's weights only (rdmx eval -c)
+            save_checkpoint(path.with_name(f"step-{step:06d}.pt"), step=step, generator=self.c.generator,
+                            optimizer=None, balancer=None, fingerprint=self.resolved.fingerprint,
+                            run_id=self.tracker.run_id)
         return path
 
     def compute_gradient(self, step: int):

@@ -204,7 +204,7 @@ def build_models(config):
             transformer = Flux2Transformer2DModel(**(TINY_TRANSFORMER if config.tiny else KLEIN_4B_TRANSFORMER))
             vae = AutoencoderKLFlux2(**(TINY_VAE if config.tiny else KLEIN_4B_VAE))
         if vae_dtype != torch.float32:
-            vae = vae.to(vae_dtype)
+            vae = nn.Module.to(vae, vae_dtype)  # every VAE module in vae_dtype (no float32 exceptions in FLUX.2's)
     else:
         transformer = Flux2Transformer2DModel.from_pretrained(str(folder / "transformer"), torch_dtype=torch.float32,
                                                               local_files_only=True)
