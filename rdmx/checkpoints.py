@@ -43,9 +43,17 @@ def _state(generator) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in generator.state_dict().items()}
 
 
-def _baseline_samples(comp: Components, weights: dict[str, torch.Tensor], n: int, seed: int, chunk: int,
-                      cond: torch.Tensor | None) -> torch.Tensor:
-    """The baseline's samples from the same noise and conditions (its weights swapped in, then restored)."""
+def _baseline_samples(comp: Components, weights: dict[str, torch.Tensor] | None, n: int, seed: int, chunk: int,
+                      cond: torch.Tensor | None, generator=None) -> torch.Tensor:
+    """The baseline's samples from the same noise and conditions: ``generator`` (a separately built
+    baseline), or the evaluated generator with ``weights`` swapped in, then restored."""
+    if generator is not None:
+        if weights is not None:
+            generator.load_state_dict(weights)
+        if comp.generator.prompts:
+            generator.set_prompts(comp.generator.prompts)
+        images, _ = generate(generator, n, seed, chunk, comp.device, cond=cond)
+        return images.cpu()
     gen = comp.generator
     current = _state(gen)
     gen.load_state_dict(weights)
@@ -57,14 +65,16 @@ def _baseline_samples(comp: Components, weights: dict[str, torch.Tensor], n: int
 def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None, *, n: int | None = None,
                         out: Path | None = None, suite=None, progress: bool = True,
                         log: bool = True, prompts: list[str] | None = None, per_prompt: int = 1,
-                        baseline: str | Path | None = None):
+                        baseline: str | Path | None = None, baseline_set: list[str] | None = None):
     """SW_rK (all / training / held-out encoders), MMDr and FD of a checkpoint's samples
     (``suite`` overrides the recipe's ``eval.suite``); the text-joint SW_r / MMDr too when the
     recipe matches the text-joint law.
 
     ``prompts`` (text-to-image): the samples are ``per_prompt`` images of every prompt (so the
     recipe's metrics, e.g. PickScore, score them against their prompts); ``baseline`` (a checkpoint
-    or ``"base"``) renders the same noise and prompts for win rates. Writes ``out/eval.json``; logs
+    or ``"base"``) renders the same noise and prompts for win rates; ``baseline_set`` builds the
+    baseline's generator from the recipe with these overrides (e.g. ``generator.steps=4``: the
+    four-step teacher against the one-step student). Writes ``out/eval.json``; logs
     to the MLflow run that made the checkpoint when tracking is on."""
     from rdmx.reference.build import build_references
     from rdmx.train.evaluation import EVAL_NOISE_SALT, text_joint_eval
@@ -73,8 +83,15 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None,
     r = resolved.recipe
     n = n or r.eval.n
     comp, _ = load_generator(resolved, None)
-    baseline_weights = None
-    if baseline is not None:
+    baseline_weights, baseline_gen = None, None
+    if baseline is not None and baseline_set:
+        from rdmx.recipe import with_overrides
+        from rdmx.train.build import build_generator
+
+        baseline_gen = build_generator(with_overrides(resolved, baseline_set), comp.device)
+        if str(baseline) != BASE:
+            baseline_weights = load_checkpoint(baseline)["generator"]  # another recipe: no fingerprint check
+    elif baseline is not None:
         baseline_weights = (_state(comp.generator) if str(baseline) == BASE
                             else load_checkpoint(baseline, resolved.fingerprint)["generator"])
     ckpt = apply_checkpoint(comp, checkpoint, resolved.fingerprint)
@@ -92,7 +109,9 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None,
     chunk = r.train.micro_batch or r.train.batch
     reference = None
     if baseline is not None:
-        reference = _baseline_samples(comp, baseline_weights, n, r_eval.seed + EVAL_NOISE_SALT, chunk, cond)
+        reference = _baseline_samples(comp, baseline_weights, n, r_eval.seed + EVAL_NOISE_SALT, chunk, cond,
+                                      generator=baseline_gen)
+        del baseline_gen
     ev = evaluate_generator(comp.generator, comp.encoders, comp.roles, refs, r_eval, chunk=chunk, device=comp.device,
                             metrics=comp.metrics, data=comp.data, step=int(ckpt["step"]),
                             text=text_joint_eval(comp, r, refs), cond=cond, reference_samples=reference)
@@ -102,7 +121,7 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None,
     if prompts is not None:
         result.settings["prompts"] = {"count": len(prompts), "per_prompt": per_prompt}
     if baseline is not None:
-        result.settings["baseline"] = str(baseline)
+        result.settings["baseline"] = str(baseline) + (f" [{', '.join(baseline_set)}]" if baseline_set else "")
     if out is not None:
         write_json_atomic(Path(out) / "eval.json", result.to_dict())
     if log and r.tracking.backend != "none":

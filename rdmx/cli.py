@@ -242,6 +242,8 @@ def eval_cmd(
     per_prompt: Annotated[int, typer.Option("--per-prompt", help="samples per prompt with --prompts")] = 1,
     baseline: Annotated[Optional[Path], typer.Option("--baseline", help="checkpoint (or 'base') rendered from the "
                                                      "same noise and prompts: metrics report win rates over it")] = None,
+    baseline_set: Annotated[Optional[list[str]], typer.Option("--baseline-set", help="override for the baseline's "
+                            "recipe only, e.g. generator.steps=4 (the 4-step teacher); repeatable")] = None,
     set_: SetOpt = None,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
 ) -> None:
@@ -259,7 +261,7 @@ def eval_cmd(
         if n is not None:
             pool = pool[:n]
     result = evaluate_checkpoint(resolved, checkpoint, n=n, out=out, progress=not no_progress, prompts=pool,
-                                 per_prompt=per_prompt, baseline=baseline)
+                                 per_prompt=per_prompt, baseline=baseline, baseline_set=baseline_set)
     result.render(_console(), title=f"{resolved.recipe.name} @ step {result.settings['step']}")
     extra = {k: v for k, v in result.summary.items() if not k.startswith(("sw_rK", "mmd_r"))}
     for k, v in sorted(extra.items()):

@@ -372,6 +372,14 @@ def load_recipe(path: str | Path, overrides: list[str] | list[tuple[str, Any]] |
     return validate_recipe(raw, str(path))
 
 
+def with_overrides(resolved: ResolvedRecipe, overrides: list[str]) -> ResolvedRecipe:
+    """The resolved recipe with ``--set``-style overrides applied (validated again)."""
+    raw = resolved.to_dict()
+    for key, value in parse_overrides(overrides):
+        set_path(raw, key, value)
+    return validate_recipe(raw, f"{resolved.source} [{', '.join(overrides)}]")
+
+
 def sweep_cells(resolved: ResolvedRecipe) -> list[tuple[dict[str, Any], ResolvedRecipe]]:
     """The grid of a recipe's ``[sweep]``: one (swept values, resolved recipe) per cell."""
     grid = resolved.recipe.sweep

@@ -1,4 +1,4 @@
-"""Pretrained-weight status and fetching for registered encoders and generators.
+"""Pretrained-weight status and fetching for registered encoders (and generators and metrics with weights).
 
 An encoder's (or generator's) registration meta may declare ``weights_sources`` (HFSource / URLSource objects
 from :mod:`rdmx.represent.presets`) and ``weights_available`` (a torch-free check). Fetching
@@ -27,17 +27,19 @@ class WeightStatus:
         return {True: "cached", False: "missing", None: "n/a"}[self.available]
 
 
-WEIGHT_KINDS = ("encoders", "generators")
+WEIGHT_KINDS = ("encoders", "generators", "metrics")
 
 
 class _Combined:
-    """Encoders and generators as one list of entries (names are unique across the two here)."""
+    """Every encoder, and the generators and metrics that declare weights, as one list of entries
+    (looked up in that kind order)."""
 
     def __init__(self, registries):
         self.registries = list(registries)
 
     def entries(self):
-        return [e for r in self.registries for e in r.entries()]
+        return [e for r in self.registries for e in r.entries()
+                if e.kind == "encoders" or e.meta.get("weights_sources")]
 
     def get(self, name: str, where: str = ""):
         for r in self.registries:

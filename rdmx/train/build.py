@@ -78,6 +78,16 @@ def prompt_pool(plugins: Plugins, resolved: ResolvedRecipe, data):
     return None
 
 
+def build_generator(resolved: ResolvedRecipe, device: torch.device, plugins: Plugins | None = None):
+    """Only the recipe's generator (with the data info and prompt pool it needs), on ``device``."""
+    plugins = plugins or get_plugins()
+    r = resolved.recipe
+    torch.manual_seed(r.seed)
+    data = _build(plugins, "datasets", "data", r.data.name, resolved)
+    info = data_info(data, prompt_pool(plugins, resolved, data))
+    return _build(plugins, "generators", "generator", r.generator.name, resolved, info).to(device)
+
+
 def build_components(resolved: ResolvedRecipe, plugins: Plugins | None = None, local_rank: int = 0) -> Components:
     plugins = plugins or get_plugins()
     r = resolved.recipe

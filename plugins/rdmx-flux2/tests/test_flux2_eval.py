@@ -48,6 +48,11 @@ def test_prompt_set_pickscore_win_rate_over_a_baseline(run):
     images, _ = generate(comp.generator, 6, resolved.recipe.eval.seed + EVAL_NOISE_SALT, 4, comp.device, cond=cond)
     scores = comp.metrics[0].scorer.score(images, [PROMPTS[i] for i in cond.tolist()])
     assert s["pickscore"] == pytest.approx(float(scores.double().mean()), rel=1e-5)
+    # the base generator at two Euler steps (a separately built baseline: the teacher's role)
+    two = evaluate_checkpoint(resolved, ckpt, prompts=PROMPTS, per_prompt=2, baseline=BASE, log=False,
+                              progress=False, baseline_set=["generator.steps=2"])
+    assert two.settings["baseline"] == "base [generator.steps=2]" and two.summary["pickscore"] == s["pickscore"]
+    assert two.summary["pickscore_reference"] != pytest.approx(s["pickscore_reference"], rel=1e-6)
     # against itself: identical noise and prompts, identical images -> equal means, no wins
     same = evaluate_checkpoint(resolved, ckpt, prompts=PROMPTS, per_prompt=2, baseline=ckpt, log=False,
                                progress=False).summary
