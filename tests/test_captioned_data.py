@@ -181,3 +181,27 @@ def test_empty_prompts_error_or_skip(tmp_path):
         assert read_prompts(path, on_empty="skip") == ["ok"]
     with pytest.raises(RdmxError, match="2 file\\(s\\) but 3 repeat"):
         prompt_pool([str(path), str(path)], [1, 2, 3])
+
+
+def test_recipe_blocks_for_prompts_and_the_text_encoder_are_validated():
+    import tomllib
+
+    from rdmx.errors import RecipeError
+    from rdmx.recipe import validate_recipe
+    from tests.helpers import ROOT
+
+    raw = tomllib.loads((ROOT / "recipes" / "quickstart.toml").read_text())
+    bad = {**raw, "prompts": {"name": "prompt-fil", "path": "p.txt"},
+           "joint": {"kind": "text", "text_encoder": {"name": "siglip2-txt"}}}
+    with pytest.raises(RecipeError) as err:
+        validate_recipe(bad, "r.toml")
+    msg = str(err.value)
+    assert "r.toml: prompts.name: unknown prompt 'prompt-fil' (did you mean: prompt-file?)" in msg
+    assert "joint.text_encoder.name: unknown encoder 'siglip2-txt'" in msg
+    ok = validate_recipe({**raw, "prompts": {"name": "prompt-file", "path": "p.txt", "repeat": [1]},
+                          "joint": {"kind": "text", "s_txt": 2.0}}, "r.toml")
+    assert ok.recipe.joint.text_encoder.name == "siglip2-text"  # the default text tower
+    d = ok.to_dict()
+    assert d["prompts"]["repeat"] == [1] and d["joint"]["text_encoder"]["name"] == "siglip2-text"
+    with pytest.raises(RecipeError, match=r"prompts.repeats: unknown key \(did you mean: repeat"):
+        validate_recipe({**raw, "prompts": {"name": "prompt-file", "path": "p.txt", "repeats": 2}}, "r.toml")

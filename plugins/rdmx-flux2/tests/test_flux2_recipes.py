@@ -73,3 +73,17 @@ def test_one_gpu_variant_builds_on_tiny_pieces(tmp_path):
         for name, enc in c.encoders.items():
             assert enc(x).shape[0] == 2, name
         assert c.text_encoder(list(c.info.prompts)).shape == (3, c.text_encoder.dim)
+
+
+def test_plugin_is_torch_free_and_listed():
+    import subprocess
+    import sys
+    from importlib import metadata
+
+    code = "import sys, rdmx_flux2.plugin; print('torch' in sys.modules, 'diffusers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+    assert [ep.value for ep in metadata.entry_points(group="rdmx") if ep.name == "flux2"] == ["rdmx_flux2.plugin"]
+    listed = subprocess.run([sys.executable, "-m", "rdmx.cli", "list", "prompts", "--json"], capture_output=True,
+                            text=True, check=True)
+    assert [c["name"] for c in json.loads(listed.stdout)["components"]] == ["prompt-file"]
