@@ -59,7 +59,7 @@ class Trainer:
         self.progress = progress and self.dist.main
         self.c = components or build_components(resolved, local_rank=self.dist.local_rank)
         self.refs: dict[str, Any] = {}
-        self.joint_condition = None
+        self.joint_condition = None  # text-joint law: generated rows' prompt ids -> τ(prompt)
         self.text_eval = None  # text-joint SW_r / MMDr inputs (rdmx.train.evaluation.text_joint_eval)
         self.state = RunState()
 
@@ -77,7 +77,6 @@ class Trainer:
             seed=r.seed, device=self.c.device, progress=self.progress,
             batch_size=r.reference.batch_size, num_workers=r.reference.workers, text_encoder=self.c.text_encoder,
         )
-        self.joint_condition = None  # text-joint law: generated rows' prompt ids -> τ(prompt)
         if r.joint.kind == "text":
             from rdmx.reference.text import prompt_conditions
 
