@@ -3,6 +3,8 @@ reference, gradient-cached steps through the VAE decoder, and a loss that reads 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -85,3 +87,17 @@ def test_a_short_run_trains_evaluates_samples_and_checkpoints(workspace):
     assert (workspace / "run" / "samples" / "step-000002.png").is_file()
     assert "eval/sw_rK_heldout" in summary["final"]
     assert summary["skipped_steps"] == 0
+
+
+def test_rdmx_reference_build_accepts_the_text_joint_law(workspace, trainer):
+    from typer.testing import CliRunner
+
+    from rdmx.cli import app
+    from rdmx.tomlwrite import dumps
+
+    path = workspace / "t2i.toml"
+    path.write_text(dumps(recipe(workspace).to_dict()))
+    res = CliRunner().invoke(app, ["reference", "build", str(path), "--json", "--no-progress", "--workers", "0"])
+    assert res.exit_code == 0, res.output
+    rows = {r["encoder"]: r for r in json.loads(res.output[res.output.index("["):])}
+    assert rows["a"]["sigma"] == pytest.approx(trainer.refs["a"].reference.sigma) and rows["held"]["floor"] is None
