@@ -1,5 +1,5 @@
-"""Work on a trained checkpoint: ``rdmx eval`` (off-objective metrics) and ``rdmx sample``
-(labelled PNG grids and an ADM-compatible ``.npz``)."""
+"""Work on a trained checkpoint: ``rdmx eval`` (off-objective metrics, PickScore win rates),
+``rdmx sample`` (labelled PNG grids and an ADM-compatible ``.npz``) and the GenEval layout."""
 
 from __future__ import annotations
 
@@ -13,17 +13,30 @@ from rdmx.samples import NpzStream, class_plan, grid_rows, save_grid, to_uint8_n
 from rdmx.train.build import Components, build_components
 from rdmx.train.checkpoint import load_checkpoint, restore_generator
 from rdmx.train.evaluation import evaluate_generator
+from rdmx.train.sampling import generate
 
 SAMPLE_SEED = 2024  # fixed noise for checkpoint sampling: comparable across checkpoints
+BASE = "base"  # a "checkpoint" meaning the recipe's generator as built (its pretrained weights, step 0)
+
+
+def is_base(checkpoint: str | Path | None) -> bool:
+    return checkpoint is None or str(checkpoint) == BASE
+
+
+def apply_checkpoint(comp: Components, checkpoint: str | Path | None, fingerprint: str) -> dict[str, Any]:
+    """Load a checkpoint's generator weights into ``comp`` (``None`` / ``"base"``: keep the built ones)."""
+    if is_base(checkpoint):
+        return {"step": 0, "run_id": None}
+    ckpt = load_checkpoint(checkpoint, fingerprint)
+    restore_generator(comp.generator, ckpt, checkpoint)
+    return ckpt
 
 
 def load_generator(resolved: ResolvedRecipe, checkpoint: str | Path | None) -> tuple[Components, dict[str, Any]]:
-    """Components of the recipe with the checkpoint's generator weights loaded; without a
-    checkpoint, the generator as the recipe builds it (its warm start: step 0)."""
-    ckpt = load_checkpoint(checkpoint, resolved.fingerprint) if checkpoint is not None else {"step": 0, "run_id": None}
-    comp = build_components(without_warm_start(resolved) if checkpoint is not None else resolved)
-    if checkpoint is not None:
-        restore_generator(comp.generator, ckpt, checkpoint)
+    """Components of the recipe with the checkpoint's generator weights loaded; without a checkpoint
+    (``None`` or ``"base"``), the generator as the recipe builds it (its warm start: step 0)."""
+    comp = build_components(resolved if is_base(checkpoint) else without_warm_start(resolved))
+    ckpt = apply_checkpoint(comp, checkpoint, resolved.fingerprint)
     comp.generator.eval()
     return comp, ckpt
 
@@ -38,39 +51,97 @@ def without_warm_start(resolved: ResolvedRecipe) -> ResolvedRecipe:
     return ResolvedRecipe(resolved.recipe, configs, resolved.source)
 
 
+def _state(generator) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in generator.state_dict().items()}
+
+
+def _baseline_samples(comp: Components, weights: dict[str, torch.Tensor] | None, n: int, seed: int, chunk: int,
+                      cond: torch.Tensor | None, generator=None) -> torch.Tensor:
+    """The baseline's samples from the same noise and conditions: ``generator`` (a separately built
+    baseline), or the evaluated generator with ``weights`` swapped in, then restored."""
+    if generator is not None:
+        if weights is not None:
+            generator.load_state_dict(weights)
+        if comp.generator.prompts:
+            generator.set_prompts(comp.generator.prompts)
+        images, _ = generate(generator, n, seed, chunk, comp.device, cond=cond)
+        return images.cpu()
+    gen = comp.generator
+    current = _state(gen)
+    gen.load_state_dict(weights)
+    images, _ = generate(gen, n, seed, chunk, comp.device, cond=cond)
+    gen.load_state_dict(current)
+    return images.cpu()
+
+
 def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None, *, n: int | None = None,
-                        out: Path | None = None, suite=None, progress: bool = True,
-                        log: bool = True, fid: bool = False):
+                        out: Path | None = None, suite=None, progress: bool = True, log: bool = True,
+                        fid: bool = False, prompts: list[str] | None = None, per_prompt: int = 1,
+                        baseline: str | Path | None = None, baseline_set: list[str] | None = None):
     """SW_rK (all / training / held-out encoders), MMDr and FD of a checkpoint's samples
     (``suite`` overrides the recipe's ``eval.suite``; ``fid`` adds FID-50K with torch-fidelity's
-    Inception); ``checkpoint = None`` evaluates the recipe's own generator (e.g. the released pMF-H
-    before post-training).
+    Inception); the text-joint SW_r / MMDr too when the recipe matches the text-joint law.
+    ``checkpoint = None`` (or ``"base"``) evaluates the recipe's own generator (e.g. the released
+    pMF-H or the FLUX.2 teacher before post-training).
 
-    Writes ``out/eval.json``; logs to the MLflow run that made the checkpoint when tracking is on."""
-    from rdmx.reference.build import build_references
+    ``prompts`` (text-to-image): the samples are ``per_prompt`` images of every prompt (so the
+    recipe's metrics, e.g. PickScore, score them against their prompts); ``baseline`` (a checkpoint
+    or ``"base"``) renders the same noise and prompts for win rates; ``baseline_set`` builds the
+    baseline's generator from the recipe with these overrides (e.g. ``generator.steps=4``: the
+    four-step teacher against the one-step student). Writes ``out/eval.json``; logs to the MLflow
+    run that made the checkpoint when tracking is on."""
     from rdmx.files import write_json
+    from rdmx.reference.build import build_references
+    from rdmx.train.evaluation import EVAL_NOISE_SALT, text_joint_eval
 
     r = resolved.recipe
     # --n replaces the recipe's sample counts (SW_rK and MMDr alike): a quick, labelled evaluation
     r_eval = r.eval.model_copy(update={"suite": list(suite or r.eval.suite)} if not n else
                                {"n": n, "mmd_n": n, "suite": list(suite or r.eval.suite)})
-    comp, ckpt = load_generator(resolved, checkpoint)
+    comp, _ = load_generator(resolved, None)
     if fid:  # FID-50K as the literature computes it (rdmx-fid's `fid` metric), beside SW_rK
         from rdmx.plugins import get_plugins
 
         options = {"cache_dir": r.reference.cache_dir, **({"n": n} if n else {})}
         comp.metrics.append(get_plugins().get("metrics", "fid", where="rdmx eval --fid").build(options))
+    baseline_weights, baseline_gen = None, None
+    if baseline is not None and baseline_set:
+        from rdmx.recipe import with_overrides
+        from rdmx.train.build import build_generator
+
+        baseline_gen = build_generator(with_overrides(resolved, baseline_set), comp.device)
+        if not is_base(baseline):
+            baseline_weights = load_checkpoint(baseline)["generator"]  # another recipe: no fingerprint check
+    elif baseline is not None:
+        baseline_weights = (_state(comp.generator) if is_base(baseline)
+                            else load_checkpoint(baseline, resolved.fingerprint)["generator"])
+    ckpt = apply_checkpoint(comp, checkpoint, resolved.fingerprint)
+    cond = None
+    if prompts is not None:
+        comp.generator.set_prompts(prompts)
+        cond = torch.arange(len(prompts), device=comp.device).repeat_interleave(per_prompt)
+        r_eval = r_eval.model_copy(update={"n": len(cond), "mmd_n": min(r_eval.mmd_n or len(cond), len(cond))})
     refs = build_references(
         comp.data, comp.encoders, None, cache_dir=r.reference.cache_dir, train_names=[], floors=None,
         eval_rows=r_eval.bank_rows(), seed=r.seed, device=comp.device, progress=progress,
         batch_size=r.reference.batch_size, num_workers=r.reference.workers,
     )
-    ev = evaluate_generator(comp.generator, comp.encoders, comp.roles, refs, r_eval,
-                            chunk=r.train.micro_batch or r.train.batch, device=comp.device,
-                            metrics=comp.metrics, data=comp.data, step=int(ckpt["step"]))
+    chunk = r.train.micro_batch or r.train.batch
+    reference = None
+    if baseline is not None:
+        reference = _baseline_samples(comp, baseline_weights, r_eval.n, r_eval.seed + EVAL_NOISE_SALT, chunk, cond,
+                                      generator=baseline_gen)
+        del baseline_gen
+    ev = evaluate_generator(comp.generator, comp.encoders, comp.roles, refs, r_eval, chunk=chunk, device=comp.device,
+                            metrics=comp.metrics, data=comp.data, step=int(ckpt["step"]),
+                            text=text_joint_eval(comp, r, refs), cond=cond, reference_samples=reference)
     result = ev.result
-    result.settings["checkpoint"] = str(checkpoint) if checkpoint is not None else "(the recipe's generator)"
+    result.settings["checkpoint"] = str(checkpoint) if not is_base(checkpoint) else "(the recipe's generator)"
     result.settings["step"] = int(ckpt["step"])
+    if prompts is not None:
+        result.settings["prompts"] = {"count": len(prompts), "per_prompt": per_prompt}
+    if baseline is not None:
+        result.settings["baseline"] = str(baseline) + (f" [{', '.join(baseline_set)}]" if baseline_set else "")
     if out is not None:
         write_json(Path(out) / "eval.json", result.to_dict())
     if log and r.tracking.backend != "none":
@@ -89,27 +160,38 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None,
 
 
 def sample_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None, *, n: int, out: Path,
-                      columns: int = 8, seed: int = SAMPLE_SEED, max_grid_rows: int = 32) -> dict[str, Path]:
-    """``n`` samples as ``samples.npz`` (ADM layout: uint8 NHWC ``arr_0``, class ids ``arr_1`` when
-    class-conditional) and labelled PNG grids (8 rows of ``columns`` per grid, one class per row,
-    up to ``max_grid_rows`` classes spread over those sampled).
+                      columns: int = 8, seed: int = SAMPLE_SEED, max_grid_rows: int = 32,
+                      prompts: list[str] | None = None) -> dict[str, Path]:
+    """``n`` samples as ``samples.npz`` (ADM layout: uint8 NHWC ``arr_0``, condition ids ``arr_1`` when
+    conditional) and labelled PNG grids (8 rows of ``columns`` per grid, one condition per row, up
+    to ``max_grid_rows`` conditions spread over those sampled; ``#i`` is prompt i of a text-to-image
+    generator, listed in ``prompts.txt``). ``prompts`` replaces a text-to-image generator's pool.
 
-    Classes come from :func:`rdmx.samples.class_plan` (balanced: 50 per class for 50k ImageNet
+    Conditions come from :func:`rdmx.samples.class_plan` (balanced: 50 per class for 50k ImageNet
     samples). Generation runs in chunks of the recipe's micro batch and the archive is streamed,
     so memory holds one chunk of images whatever ``n``."""
+    from rdmx.files import atomic_write_text
+
     r = resolved.recipe
     comp, _ = load_generator(resolved, checkpoint)
     if not comp.info.is_image:
         raise ValueError(f"rdmx sample writes images; this recipe's generator makes {comp.info.sample_shape} vectors")
     info, gen = comp.info, comp.generator
-    cond = class_plan(n, info.num_classes, columns) if info.num_classes else None
+    out = Path(out)
+    paths: dict[str, Path] = {}
+    if prompts is not None:
+        gen.set_prompts(prompts)
+    pool = getattr(gen, "prompts", ()) or ()
+    if pool:
+        paths["prompts"] = atomic_write_text(out / "prompts.txt", "".join(f"#{i}\t{p}\n" for i, p in enumerate(pool)))
+    count = info.num_classes or len(pool)
+    cond = class_plan(n, count, columns) if count else None
     rows = grid_rows(cond, columns, max_grid_rows) if cond is not None else [
         torch.arange(s, min(s + columns, n)) for s in range(0, min(n, columns * max_grid_rows), columns)]
     wanted = {int(i) for row in rows for i in row}
     kept: dict[int, torch.Tensor] = {}
     chunk = r.train.micro_batch or r.train.batch
     g = torch.Generator().manual_seed(seed)
-    out = Path(out)
     size = info.sample_shape[1:]
     with torch.no_grad(), NpzStream(out / "samples.npz", n, (*size, 3), cond) as npz:
         for s in range(0, n, chunk):
@@ -118,19 +200,25 @@ def sample_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None, *
             images = gen(noise, None if cond is None else cond[s : s + m].to(comp.device)).float().cpu()
             npz.write(to_uint8_nhwc(images))
             kept.update({i: images[i - s] for i in range(s, s + m) if i in wanted})
-    paths = {"npz": out / "samples.npz"}
+    paths["npz"] = out / "samples.npz"
     per_grid = 8
     for k in range(0, len(rows), per_grid):
         block = rows[k : k + per_grid]
         images = torch.stack([kept[int(i)] for row in block for i in row])
         labels = None
         if cond is not None:
-            labels = [info.class_names[int(cond[i])] if info.class_names else str(int(cond[i])) for row in block for i in row]
+            labels = [_label(info, int(cond[i])) for row in block for i in row]
         # each row is padded to full width so that row labels line up
         images, labels = _pad_rows(block, images, labels, columns)
         paths[f"grid{k // per_grid}"] = save_grid(images, out / f"grid-{k // per_grid:04d}.png", labels=labels,
                                                   columns=columns, scale=max(1, 64 // images.shape[-1]))
     return paths
+
+
+def _label(info, c: int) -> str:
+    if not info.num_classes:
+        return f"#{c}"  # prompt c (prompts.txt)
+    return info.class_names[c] if info.class_names else str(c)
 
 
 def _pad_rows(rows, images, labels, columns):
@@ -145,3 +233,14 @@ def _pad_rows(rows, images, labels, columns):
             lab += labels[pos : pos + k] + [labels[pos]] * (columns - k)
         pos += k
     return torch.cat(out), (lab if labels is not None else None)
+
+
+def geneval_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None, metadata_path: str | Path, *,
+                       out: Path, per_prompt: int = 4) -> Path:
+    """The GenEval folder layout (``rdmx.samples.write_geneval``) for a checkpoint (or the base generator)."""
+    from rdmx.samples import read_geneval_metadata, write_geneval
+
+    metadata = read_geneval_metadata(metadata_path)
+    comp, _ = load_generator(resolved, checkpoint)
+    batch = resolved.recipe.train.micro_batch or resolved.recipe.train.batch
+    return write_geneval(comp.generator, metadata, out, per_prompt=per_prompt, device=comp.device, batch=batch)

@@ -239,20 +239,40 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
 def eval_cmd(
     recipe: Annotated[Path, typer.Argument(help="the recipe that trained the checkpoint")],
     checkpoint: Annotated[Optional[Path], typer.Option(
-        "--checkpoint", "-c", help="checkpoint file (.pt); none: the recipe's generator as built (its warm start)")] = None,
+        "--checkpoint", "-c", help="checkpoint file (.pt); none or 'base': the recipe's generator as built (its warm start)")] = None,
     n: Annotated[Optional[int], typer.Option("--n", help="samples and rows per real set for every metric; default eval.n (SW_rK, FD) and eval.mmd_n (MMDr)")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="folder for eval.json")] = None,
+    prompts: Annotated[Optional[Path], typer.Option("--prompts", help="text-to-image: evaluate on these prompts "
+                                                    "(e.g. COCO-val captions, Pick-a-Pic test prompts)")] = None,
+    key: Annotated[str, typer.Option("--key", help="prompt field of a .jsonl/.csv prompt file")] = "prompt",
+    per_prompt: Annotated[int, typer.Option("--per-prompt", help="samples per prompt with --prompts")] = 1,
+    baseline: Annotated[Optional[Path], typer.Option("--baseline", help="checkpoint (or 'base') rendered from the "
+                                                     "same noise and prompts: metrics report win rates over it")] = None,
+    baseline_set: Annotated[Optional[list[str]], typer.Option("--baseline-set", help="override for the baseline's "
+                            "recipe only, e.g. generator.steps=4 (the 4-step teacher); repeatable")] = None,
     set_: SetOpt = None,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
     fid: Annotated[bool, typer.Option("--fid", help="also FID-50K as the literature computes it (rdmx-fid)")] = False,
 ) -> None:
-    """Evaluate a checkpoint: SW_rK over training and held-out encoders, MMDr, FD (and FID-50K)."""
+    """Evaluate a checkpoint: SW_rK over training and held-out encoders, MMDr, FD (text-joint too),
+    FID-50K with --fid, and the recipe's metrics (e.g. PickScore and its win rate over --baseline)."""
     from rdmx.checkpoints import evaluate_checkpoint
     from rdmx.recipe import load_recipe
 
     resolved = load_recipe(recipe, set_)
-    result = evaluate_checkpoint(resolved, checkpoint, n=n, out=out, progress=not no_progress, fid=fid)
+    pool = None
+    if prompts is not None:
+        from rdmx.data.prompts import read_prompts
+
+        pool = read_prompts(prompts, key=key)
+        if n is not None:
+            pool = pool[:n]
+    result = evaluate_checkpoint(resolved, checkpoint, n=n, out=out, progress=not no_progress, prompts=pool, fid=fid,
+                                 per_prompt=per_prompt, baseline=baseline, baseline_set=baseline_set)
     result.render(_console(), title=f"{resolved.recipe.name} @ step {result.settings['step']}")
+    extra = {k: v for k, v in result.summary.items() if not k.startswith(("sw_rK", "mmd_r"))}
+    for k, v in sorted(extra.items()):
+        _console().print(f"{k}: {v:.4f}")
     if out:
         _console().print(f"written: {out / 'eval.json'}")
 
@@ -261,21 +281,80 @@ def eval_cmd(
 def sample_cmd(
     recipe: Annotated[Path, typer.Argument(help="the recipe that trained the checkpoint")],
     checkpoint: Annotated[Optional[Path], typer.Option(
-        "--checkpoint", "-c", help="checkpoint file (.pt); none: the recipe's generator as built (its warm start)")] = None,
-    n: Annotated[int, typer.Option("--n", help="number of samples")] = 64,
+        "--checkpoint", "-c", help="checkpoint file (.pt); none or 'base': the recipe's generator as built (its warm start)")] = None,
+    n: Annotated[int, typer.Option("--n", help="number of samples (grid format)")] = 64,
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("samples"),
+    fmt: Annotated[str, typer.Option("--format", help="grid: PNG grids + samples.npz; geneval: the official "
+                                     "GenEval folder layout for --prompts (a GenEval metadata .jsonl)")] = "grid",
+    prompts: Annotated[Optional[Path], typer.Option("--prompts", help="prompt file for a text-to-image generator "
+                                                    "(.txt/.jsonl/.csv/.json; GenEval metadata for --format geneval)")] = None,
+    per_prompt: Annotated[int, typer.Option("--per-prompt", help="GenEval samples per prompt")] = 4,
     set_: SetOpt = None,
 ) -> None:
-    """Write labelled PNG grids and an ADM-compatible samples.npz from a checkpoint."""
-    from rdmx.checkpoints import sample_checkpoint
+    """Write labelled PNG grids and an ADM-compatible samples.npz, or GenEval's folder layout, from a checkpoint."""
+    from rdmx.checkpoints import geneval_checkpoint, sample_checkpoint
     from rdmx.recipe import load_recipe
 
     resolved = load_recipe(recipe, set_)
+    if fmt == "geneval":
+        if prompts is None:
+            raise RdmxError("--format geneval needs --prompts GENEVAL_METADATA.jsonl (one JSON object per prompt)")
+        folder = geneval_checkpoint(resolved, checkpoint, prompts, out=out, per_prompt=per_prompt)
+        _console().print(f"GenEval layout in {folder}; score it with the official scorer:\n"
+                         f"  python evaluation/evaluate_images.py {folder} --outfile results.jsonl --model-path <detector>\n"
+                         f"  python evaluation/summary_scores.py results.jsonl")
+        return
+    if fmt != "grid":
+        raise RdmxError(f"--format must be 'grid' or 'geneval', got {fmt!r}")
+    pool = None
+    if prompts is not None:
+        from rdmx.data.prompts import read_prompts
+
+        pool = read_prompts(prompts)
     try:
-        paths = sample_checkpoint(resolved, checkpoint, n=n, out=out)
+        paths = sample_checkpoint(resolved, checkpoint, n=n, out=out, prompts=pool)
     except ValueError as exc:
         raise RdmxError(str(exc)) from None
-    _console().print(f"{n} samples → {paths['npz']} and {len(paths) - 1} grid(s) in {out}")
+    grids = sum(k.startswith("grid") for k in paths)
+    _console().print(f"{n} samples → {paths['npz']} and {grids} grid(s) in {out}")
+
+
+@app.command("render")
+def render_cmd(
+    recipe: Annotated[Path, typer.Argument(help="a text-to-image recipe (its generator renders)")],
+    prompts: Annotated[Path, typer.Option("--prompts", help="prompt file (.txt/.jsonl/.csv/.json, COCO captions)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder: images/ and captions.jsonl")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="checkpoint, or 'base' (the teacher)")] = Path("base"),
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Euler steps (the teacher: 4); sets generator.steps")] = 4,
+    seeds: Annotated[int, typer.Option("--seeds", help="renders per prompt")] = 24,
+    keep: Annotated[int, typer.Option("--keep", help="best renders kept per prompt")] = 3,
+    key: Annotated[str, typer.Option("--key", help="prompt field of a .jsonl/.csv prompt file")] = "prompt",
+    shard: Annotated[str, typer.Option("--shard", help="j/n: render prompts i = j mod n (one GPU each)")] = "0/1",
+    batch: Annotated[int, typer.Option("--batch", help="images per generator call")] = 8,
+    set_: SetOpt = None,
+) -> None:
+    """Teacher renders for a reference: the PickScore-best KEEP of SEEDS renders per prompt, written as
+    captioned data (images/ + captions.jsonl) for the captioned-images dataset."""
+    from rdmx.checkpoints import load_generator
+    from rdmx.data.prompts import read_prompts
+    from rdmx.plugins import get_plugins
+    from rdmx.recipe import load_recipe
+    from rdmx.render import render_reference
+
+    overrides = list(set_ or []) + ([f"generator.steps={steps}"] if steps is not None else [])
+    resolved = load_recipe(recipe, overrides)
+    try:
+        j, n = (int(x) for x in shard.split("/"))
+    except ValueError:
+        raise RdmxError(f"--shard must look like j/n (e.g. 0/8), got {shard!r}") from None
+    blocks = [(i, m) for i, m in enumerate(resolved.recipe.eval.metrics) if m.name == "pickscore"]
+    config = resolved.config(f"eval.metrics[{blocks[0][0]}]") if blocks else None
+    metric = get_plugins().get("metrics", "pickscore", where="rdmx render (scorer)").build(config)
+    comp, _ = load_generator(resolved, checkpoint)
+    path = render_reference(comp.generator, read_prompts(prompts, key=key), out, score=metric.scorer.score,
+                            seeds=seeds, keep=keep, device=comp.device, batch=batch, shard=(j, n))
+    _console().print(f"renders in {out}; captions: {path}  (data.name = \"captioned-images\", path = {out}, "
+                     f"captions = {path})")
 
 
 @app.command("ui")

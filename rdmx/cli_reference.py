@@ -83,6 +83,7 @@ def run_reference_build(
     console=None,
     quiet: bool = False,
     rebuild: bool = False,
+    text_encoder: Any = None,
 ) -> dict[str, Any]:
     """Build (or reuse) every encoder's reference material and print a summary table.
 
@@ -94,6 +95,7 @@ def run_reference_build(
         data, encoders, request, cache_dir=cache_dir, joint=joint, estimator=estimator,
         train_names=train_names, floors=floors, eval_rows=eval_rows, seed=seed, device=device,
         progress=progress, batch_size=batch_size, num_workers=num_workers, rebuild=rebuild,
+        text_encoder=text_encoder,
     )
     if not quiet and dist_rank_world()[0] == 0:
         print_summary(refs, console)
@@ -137,7 +139,7 @@ def build_cmd(
             c.data, c.encoders, c.estimator, cache_dir=r.reference.cache_dir, train_names=c.train_names,
             joint=r.joint, floors=(r.reference.floor_draws, r.reference.floor_rows), eval_rows=r.eval.bank_rows(),
             seed=r.seed, device=c.device, batch_size=batch_size, num_workers=workers,
-            progress=not no_progress, quiet=as_json, rebuild=rebuild,
+            progress=not no_progress, quiet=as_json, rebuild=rebuild, text_encoder=c.text_encoder,
         )
         if as_json:
             import json

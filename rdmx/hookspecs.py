@@ -12,7 +12,7 @@ PROJECT = "rdmx"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-KINDS = ("encoders", "estimators", "balancers", "generators", "datasets", "metrics")
+KINDS = ("encoders", "estimators", "balancers", "generators", "datasets", "metrics", "prompts")
 
 
 class RdmxSpec:
@@ -39,3 +39,11 @@ class RdmxSpec:
     @hookspec
     def rdmx_register_metrics(self, register):
         """Register metrics: factory(config) -> rdmx.evaluate.base.Metric."""
+
+    @hookspec
+    def rdmx_register_prompts(self, register):
+        """Register prompt pools: factory(config) -> rdmx.data.prompts.PromptPool.
+
+        A pool is the ordered list of text conditions of a text-to-image generator: the recipe's
+        ``[prompts]`` block names one (without it, the captions of captioned data are the pool).
+        Condition ids index the pool; the generator and the text-joint law read the same prompt."""

@@ -96,6 +96,8 @@ class TrainConfig(_Strict):
     device: str = "auto"
     sample_every: int = Field(0, ge=0)
     checkpoint_every: int = Field(0, ge=0)
+    keep_checkpoints: bool = Field(
+        False, description="also keep each checkpoint's generator weights as checkpoints/step-NNNNNN.pt (milestones)")
     log_every: int = Field(1, ge=1)
 
     def gradient_scale(self) -> float:
@@ -148,13 +150,29 @@ class TrackingConfig(_Strict):
     run_name: str | None = None
 
 
+class JointBlock(JointSpec):
+    """The law matched (``rdmx.compare.configs.JointSpec``) plus, for ``kind = "text"``, the frozen
+    text tower τ that embeds captions and prompts (an encoder block; default ``siglip2-text``)."""
+
+    text_encoder: Component | None = Field(
+        default=None, description="text encoder for kind = 'text' (default: siglip2-text)")
+
+    @model_validator(mode="after")
+    def _default_text_encoder(self) -> JointBlock:
+        if self.kind == "text" and self.text_encoder is None:
+            self.text_encoder = Component(name="siglip2-text")
+        return self
+
+
 class Recipe(_Strict):
     name: str = "run"
     seed: int = 0
     data: Component
     generator: Component
     estimator: Component = Field(default_factory=lambda: Component(name="mmd-nystrom"))
-    joint: JointSpec = Field(default_factory=JointSpec, description="the law matched: marginal, class or text")
+    joint: JointBlock = Field(default_factory=JointBlock, description="the law matched: marginal, class or text")
+    prompts: Component | None = Field(
+        default=None, description="the generator's prompt pool (default: the captions of captioned data)")
     battery: Battery
     balancer: Component = Field(default_factory=lambda: Component(name="uniform"))
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -186,6 +204,11 @@ class ResolvedRecipe:
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe: defaults filled in, component options from their models."""
         out = self.recipe.model_dump(mode="json", exclude={"sweep"})
+        # optional blocks that are absent stay absent (recipes without them keep their fingerprints)
+        if out.get("prompts") is None:
+            out.pop("prompts", None)
+        if out["joint"].get("text_encoder") is None:
+            out["joint"].pop("text_encoder", None)
         for path, cfg in self.configs.items():
             block = _get_path(out, path)
             keep = {k: block[k] for k in _RESERVED if k in block}
@@ -351,6 +374,10 @@ def validate_recipe(raw: dict[str, Any], source: str = "recipe", plugins=None) -
     ]
     blocks += [(f"battery.encoders[{i}]", "encoders", e) for i, e in enumerate(recipe.battery.encoders)]
     blocks += [(f"eval.metrics[{i}]", "metrics", m) for i, m in enumerate(recipe.eval.metrics)]
+    if recipe.prompts is not None:
+        blocks.append(("prompts", "prompts", recipe.prompts))
+    if recipe.joint.text_encoder is not None:
+        blocks.append(("joint.text_encoder", "encoders", recipe.joint.text_encoder))
     errors = []
     for path, kind, block in blocks:
         try:
@@ -389,6 +416,14 @@ def load_recipe(path: str | Path, overrides: list[str] | list[tuple[str, Any]] |
 def sweep_paths(key: str) -> list[str]:
     """The recipe paths a ``[sweep]`` key sets: one, or several tied together (``"a.b, c.d"``)."""
     return [p.strip() for p in key.split(",") if p.strip()]
+
+
+def with_overrides(resolved: ResolvedRecipe, overrides: list[str]) -> ResolvedRecipe:
+    """The resolved recipe with ``--set``-style overrides applied (validated again)."""
+    raw = resolved.to_dict()
+    for key, value in parse_overrides(overrides):
+        set_path(raw, key, value)
+    return validate_recipe(raw, f"{resolved.source} [{', '.join(overrides)}]")
 
 
 def sweep_cells(resolved: ResolvedRecipe) -> list[tuple[dict[str, Any], ResolvedRecipe]]:

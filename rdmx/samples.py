@@ -1,5 +1,6 @@
-"""Sample exports: labelled PNG grids and ADM-compatible ``.npz`` files (written atomically, the
-``.npz`` streamed chunk by chunk), and the class plans that lay samples out for both."""
+"""Sample exports, written atomically: labelled PNG grids, ADM-compatible ``.npz`` files (streamed
+chunk by chunk), the class plans that lay samples out for both, and the official GenEval folder
+layout for text-to-image generators."""
 
 from __future__ import annotations
 
@@ -138,3 +139,84 @@ class NpzStream:
                 os.replace(self.tmp, self.path)
             else:
                 Path(self.tmp).unlink(missing_ok=True)
+
+
+def grid_conditions(info, columns: int, device, prompt_rows: int = 4, class_rows: int = 10):
+    """Conditions of a sample grid, one row each: up to ``class_rows`` classes, the first ``prompt_rows`` prompts of a
+    text-to-image pool (labelled ``#i``), or None (unconditional). Returns (cond or None, labels or None, rows)."""
+    if info.num_classes:  # every class up to 10 classes, else 10 spread over all (ImageNet: 0, 100, ...)
+        classes = spread_classes(info.num_classes, rows=class_rows)
+        cond = classes.repeat_interleave(columns).to(device)
+        return cond, [info.class_names[i] for i in cond.tolist()], len(classes)
+    if getattr(info, "prompts", ()):
+        rows = min(prompt_rows, len(info.prompts))
+        cond = torch.arange(rows, device=device).repeat_interleave(columns)
+        return cond, [f"#{i}" for i in cond.tolist()], rows
+    return None, None, 1
+
+
+# -- GenEval ---------------------------------------------------------------------------------
+GENEVAL_SEED_BASE = 46_000_000  # the release's noise: one generator per sample, seeded base + 100·prompt + sample
+
+
+def read_geneval_metadata(path: str | Path) -> list[dict]:
+    """GenEval's ``evaluation_metadata.jsonl``: one JSON object per line, each with a ``prompt``."""
+    import json
+
+    from rdmx.errors import RdmxError
+
+    path = Path(path)
+    if not path.is_file():
+        raise RdmxError(f"prompt file {path} does not exist")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RdmxError(f"{path}, line {n}: invalid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict) or not str(obj.get("prompt", "")).strip():
+            raise RdmxError(f"{path}, line {n}: a GenEval metadata line needs a non-empty 'prompt'")
+        rows.append(obj)
+    if not rows:
+        raise RdmxError(f"{path}: no prompts")
+    return rows
+
+
+def seeded_noise(shape: Sequence[int], seeds: Sequence[int], device) -> torch.Tensor:
+    """One standard normal draw of ``shape`` per seed, each from its own generator on ``device``
+    (so CUDA draws equal the release's CUDA draws for the same seeds)."""
+    device = torch.device(device)
+    return torch.stack([torch.randn(tuple(shape), generator=torch.Generator(device).manual_seed(int(s)),
+                                    device=device) for s in seeds])
+
+
+def write_geneval(generator, metadata: Sequence[dict], out: str | Path, *, per_prompt: int = 4, device="cpu",
+                  seed_base: int = GENEVAL_SEED_BASE, batch: int = 4) -> Path:
+    """The official GenEval layout: ``out/<index:05d>/metadata.jsonl`` (that prompt's metadata line)
+    and ``out/<index:05d>/samples/<j:04d>.png`` for ``j < per_prompt``; sample j of prompt i is drawn
+    from noise seeded ``seed_base + 100·i + j``. Prompts whose samples all exist are skipped (resume)."""
+    import json
+
+    from PIL import Image
+
+    out = Path(out)
+    generator.set_prompts([str(m["prompt"]).strip() for m in metadata])
+    was = generator.training
+    generator.eval()
+    with torch.no_grad():
+        for i, meta in enumerate(metadata):
+            folder = out / f"{i:05d}"
+            files = [folder / "samples" / f"{j:04d}.png" for j in range(per_prompt)]
+            if (folder / "metadata.jsonl").is_file() and all(f.is_file() for f in files):
+                continue
+            noise = seeded_noise(generator.noise_shape, [seed_base + 100 * i + j for j in range(per_prompt)], device)
+            cond = torch.full((per_prompt,), i, dtype=torch.long, device=device)
+            images = torch.cat([generator(noise[s : s + batch], cond[s : s + batch]) for s in range(0, per_prompt, batch)])
+            for f, arr in zip(files, to_uint8_nhwc(images), strict=True):
+                atomic_write(f, lambda tmp, arr=arr: Image.fromarray(arr).save(tmp, format="PNG"))
+            atomic_write(folder / "metadata.jsonl",
+                    lambda tmp, meta=meta: Path(tmp).write_text(json.dumps(meta) + "\n", encoding="utf-8"))
+    generator.train(was)
+    return out

@@ -61,3 +61,26 @@ def tiny_conv(seed: int, dim: int, width: int):
             return self.head(torch.relu(self.conv(x)).mean((2, 3)))
 
     return TinyConv()
+
+
+def tiny_tokenizer(directory: Path, texts, extra: tuple[str, ...] = (), chat_template: str | None = None) -> Path:
+    """A word-level Hugging Face tokenizer (lower-cased, one id per word of ``texts``) saved in
+    ``directory``: lets tiny random text towers encode strings. ``chat_template`` (a Jinja string)
+    is stored with it, and its words join the vocabulary. Returns ``directory``."""
+    import re
+
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted({w for t in [*texts, *extra, chat_template or ""] for w in re.findall(r"\w+|[^\w\s]+", t.lower())})
+    vocab = {"<pad>": 0, "<unk>": 1, **{w: i + 2 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>")
+    if chat_template is not None:
+        fast.chat_template = chat_template
+    fast.save_pretrained(str(directory))
+    return directory

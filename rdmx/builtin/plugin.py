@@ -39,13 +39,19 @@ class Toys:
 
 
 class Data:
-    """Real image folders (flat or class-nested, ADM centre crop)."""
+    """Real image folders (flat or class-nested, ADM centre crop), captioned images, prompt pools."""
 
     @hookimpl
     def rdmx_register_datasets(self, register):
         from rdmx.data.plugin import register_datasets
 
         register_datasets(register)
+
+    @hookimpl
+    def rdmx_register_prompts(self, register):
+        from rdmx.data.plugin import register_prompts
+
+        register_prompts(register)
 
 
 class Estimators:

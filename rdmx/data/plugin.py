@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rdmx.data.configs import ImageFolderConfig
+from rdmx.data.configs import CaptionedImagesConfig, ImageFolderConfig, PromptFileConfig
 
 
 def register_datasets(register) -> None:
@@ -11,4 +11,21 @@ def register_datasets(register) -> None:
         "rdmx.data.configs:build_image_folder",
         config=ImageFolderConfig,
         description="Images from a folder (flat or class sub-directories), ADM centre crop, seeded val split.",
+    )
+    register(
+        "captioned-images",
+        "rdmx.data.configs:build_captioned_images",
+        config=CaptionedImagesConfig,
+        description="(image, caption) pairs: a folder + JSONL/CSV table, or COCO captions_*.json read directly.",
+        kind="images+captions",
+        classes=0,
+    )
+
+
+def register_prompts(register) -> None:
+    register(
+        "prompt-file",
+        "rdmx.data.configs:build_prompt_file",
+        config=PromptFileConfig,
+        description="A prompt pool from .txt / .jsonl / .csv / .json files (concatenated, each repeated k times).",
     )

@@ -63,7 +63,7 @@ class EvalResult:
         """A ``rich`` table: one row per encoder, then the means."""
         from rich.table import Table
 
-        columns = [c for c in ("sw_r", "sw_gen", "sw_val", "mmd_r", "fd", "fd_val") if any(
+        columns = [c for c in ("sw_r", "sw_gen", "sw_val", "mmd_r", "fd", "fd_val", "sw_r_text", "mmd_r_text") if any(
             c in v for v in self.encoders.values())]
         protocol = self.settings.get("mmd_protocol")
         small = bool(protocol) and not protocol.startswith("paper")
@@ -80,7 +80,9 @@ class EvalResult:
         for enc, values in self.encoders.items():
             table.add_row(enc, self.roles[enc], *(_fmt(values.get(c)) for c in columns))
         for suffix, group in (("", "all"), ("_train", "train"), ("_heldout", "heldout")):
-            means = {"sw_r": self.summary.get("sw_rK" + suffix), "mmd_r": self.summary.get("mmd_r" + suffix)}
+            means = {"sw_r": self.summary.get("sw_rK" + suffix), "mmd_r": self.summary.get("mmd_r" + suffix),
+                     "sw_r_text": self.summary.get("sw_rK_text" + suffix),
+                     "mmd_r_text": self.summary.get("mmd_r_text" + suffix)}
             if any(v is not None for v in means.values()):
                 cells = [_fmt(means[c]) if c in means else "" for c in columns]
                 table.add_row("[bold]mean[/bold]", group, *cells)

@@ -8,9 +8,14 @@ For each encoder of the battery (``encoders``: name -> Encoder) this
 3. for every encoder, stores the evaluation banks: the same random ``eval_rows`` train rows and
    val rows (one seeded draw shared by all encoders, so banks describe the same images).
 
+Conditions of a joint law: class ids are the labels; for the text-joint law the data carries
+captions (``RealData.captions``, labels are caption ids) and ``text_encoder`` embeds them once
+(``rdmx.reference.text``), so a row's condition is the embedding of its own caption.
+
 Cache layout under ``cache_dir`` (every name carries the encoder and data fingerprints)::
 
     features/<enc>-<data>-<split>/                       extracted features (shards)
+    texts/<text enc>-<texts>.safetensors                 caption embeddings (text-joint law)
     references/<enc>-<data>-<request>-<joint>/           bundle (save_reference)
     floors/<enc>-<data>-<request>-<joint>-<estimator>-d<draws>-n<rows>-s<seed>.json
     banks/<enc>-<data>-<split>-n<rows>-s<seed>.safetensors
@@ -63,13 +68,17 @@ class BuiltReference:
     train_bank_labels: torch.Tensor  # (n,) long
     val_bank_labels: torch.Tensor
     paths: dict[str, Path] = field(default_factory=dict)
+    captions: dict[str, torch.Tensor] | None = None  # text-joint: split -> τ of caption id (n, t)
 
 
-def joint_key(joint: Any) -> str:
-    """'marginal' or a hash of the joint spec."""
+def joint_key(joint: Any, text_fingerprint: str | None = None) -> str:
+    """'marginal' or a hash of the joint spec (and of the text encoder for the text-joint law)."""
     if joint is None or getattr(joint, "kind", "marginal") == "marginal":
         return "marginal"
-    dump = joint.model_dump() if hasattr(joint, "model_dump") else vars(joint)
+    dump = joint.model_dump() if hasattr(joint, "model_dump") else dict(vars(joint))
+    dump.pop("text_encoder", None)  # a recipe block; the encoder's fingerprint stands for it
+    if joint.kind == "text":
+        dump["tau"] = text_fingerprint
     return f"{joint.kind}{fingerprint(dump, 8)}"
 
 
@@ -88,14 +97,34 @@ def bank_rows(rows: int, n: int, seed: int, split: str) -> np.ndarray:
     return np.sort(rng.choice(rows, size=min(n, rows), replace=False))
 
 
-def _conditions_needed(joint: Any) -> bool:
-    kind = getattr(joint, "kind", "marginal") if joint is not None else "marginal"
-    if kind == "text":
+def _joint_kind(joint: Any) -> str:
+    return getattr(joint, "kind", "marginal") if joint is not None else "marginal"
+
+
+def caption_embeddings(data: Any, text_encoder: Any, cache_dir: str | Path, progress: bool = False,
+                       batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """split -> τ of every caption id (float32, CPU), cached by text-encoder and captions fingerprint."""
+    from rdmx.reference.text import embed_texts
+
+    captions = getattr(data, "captions", None)
+    if not captions:
         raise RdmxError(
-            "a text-joint reference needs caption embeddings for every real image; this data "
-            "source provides class labels only"
+            "a text-joint reference needs a caption for every real image; this data source has none "
+            "(use a captioned dataset, e.g. data.name = \"captioned-images\")"
         )
-    return kind == "class"
+    if text_encoder is None:
+        raise RdmxError("a text-joint reference needs a text encoder (joint.text_encoder)")
+    return {split: embed_texts(text_encoder, captions[split], cache_dir=Path(cache_dir), progress=progress,
+                               batch_size=batch_size) for split in SPLITS}
+
+
+def _condition(kind: str, labels: torch.Tensor, tau: torch.Tensor | None) -> torch.Tensor | None:
+    """A row's condition: its class id, the embedding of its caption, or None (marginal)."""
+    if kind == "class":
+        return labels
+    if kind == "text":
+        return tau[labels.long()]
+    return None
 
 
 def _load_bank(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,6 +201,7 @@ def build_references(
     num_workers: int = 0,
     shard_rows: int = DEFAULT_SHARD_ROWS,
     rebuild: bool = False,
+    text_encoder: Any = None,
 ) -> dict[str, BuiltReference]:
     """Extract, build, floor and bank every encoder (see the module docstring); name -> result.
 
@@ -182,6 +212,7 @@ def build_references(
     ``rebuild``: recompute every bundle, floor and bank from the (verified) features.
     Derived files that fail verification are deleted and rebuilt; damaged feature shards are
     extracted again (see ``rdmx.reference.extract.repair_features``).
+    ``text_encoder``: the text tower τ of a text-joint law (captions come from ``data.captions``).
     """
     from rdmx.reference.bundle import build_reference, load_reference, save_reference
     from rdmx.reference.floors import estimate_floor
@@ -195,16 +226,17 @@ def build_references(
         if estimator is None and train_names:
             raise RdmxError("build_references needs a reference request or an estimator")
         estimator_request = estimator.request() if estimator is not None else None
-    with_cond = _conditions_needed(joint)
+    kind = _joint_kind(joint)
     device = torch.device(device) if device is not None else torch.device("cpu")
     data_fp = data.fingerprint()
     rank, _ = dist_rank_world()
+    tau = caption_embeddings(data, text_encoder, cache, progress) if kind == "text" else None
 
     feature_dirs = {split: {name: feature_dir(cache, enc.fingerprint, data_fp, split) for name, enc in encoders.items()}
                     for split in SPLITS}
 
     req_fp = estimator_request.fingerprint() if estimator_request is not None else "none"
-    jkey = joint_key(joint)
+    jkey = joint_key(joint, text_encoder.fingerprint if kind == "text" else None)
     est_fp = estimator_key(estimator) if estimator is not None else "none"
     plan: dict[str, dict[str, Path]] = {}
     for name, enc in encoders.items():
@@ -251,7 +283,7 @@ def build_references(
 
                 def chunks(train_dir=train_dir):
                     for feats, labels in FeatureSet.open(train_dir).chunks():
-                        yield feats, (labels if with_cond else None)
+                        yield feats, _condition(kind, labels, None if tau is None else tau["train"])
 
                 ref = build_reference(chunks, estimator_request, joint=joint, encoder_fingerprint=enc.fingerprint,
                                       data_fingerprint=data_fp, device=device)
@@ -263,8 +295,9 @@ def build_references(
                 made[name] = ref
                 val_feats, val_labels = FeatureSet.open(paths["val_features"]).load_all()
                 draws, rows = floors
+                val_cond = _condition(kind, val_labels, None if tau is None else tau["val"])
                 value = estimate_floor(estimator, ref, val_feats.to(device),
-                                       val_labels.to(device) if with_cond else None,
+                                       None if val_cond is None else val_cond.to(device),
                                        draws=draws, n=rows, seed=seed)
                 paths["floor"].parent.mkdir(parents=True, exist_ok=True)
                 write_sealed_json(paths["floor"], {"floor": value, "draws": draws, "rows": rows, "seed": seed,
@@ -294,6 +327,6 @@ def build_references(
         out[name] = BuiltReference(
             name=name, role="train" if name in train_names else "heldout", encoder_fingerprint=enc.fingerprint,
             data_fingerprint=data_fp, reference=ref, floor=floor, train_bank=train_bank, val_bank=val_bank,
-            train_bank_labels=train_labels, val_bank_labels=val_labels, paths=paths,
+            train_bank_labels=train_labels, val_bank_labels=val_labels, paths=paths, captions=tau,
         )
     return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -24,6 +24,8 @@ class Components:
     balancer: Any
     metrics: list[Any] = field(default_factory=list)
     device: torch.device = torch.device("cpu")
+    prompts: Any = None  # rdmx.data.prompts.PromptPool of a text-to-image generator, or None
+    text_encoder: Any = None  # the text-joint law's frozen text tower, or None
 
     @property
     def train_names(self) -> list[str]:
@@ -52,11 +54,38 @@ def _build(plugins: Plugins, kind: str, path: str, name: str, resolved: Resolved
         raise RdmxError(f"{resolved.source}: {path} ({name}, plugin {entry.plugin}): {exc}") from exc
 
 
-def data_info(data) -> DataInfo:
+def data_info(data, prompts=None) -> DataInfo:
+    """What the generator is told about the data; ``prompts`` (a PromptPool) makes it text-conditional."""
     if hasattr(data, "info"):
-        return data.info()
-    shape = tuple(getattr(data, "sample_shape", (data.channels, data.image_size, data.image_size)))
-    return DataInfo(shape, data.num_classes, tuple(getattr(data, "display_names", ()) or data.class_names))
+        info = data.info()
+    else:
+        shape = tuple(getattr(data, "sample_shape", (data.channels, data.image_size, data.image_size)))
+        info = DataInfo(shape, data.num_classes, tuple(getattr(data, "display_names", ()) or data.class_names))
+    if prompts is not None:
+        info = replace(info, prompts=tuple(prompts.prompts))
+    return info
+
+
+def prompt_pool(plugins: Plugins, resolved: ResolvedRecipe, data):
+    """The recipe's ``[prompts]`` pool; else, for captioned data, its train captions; else None."""
+    if resolved.recipe.prompts is not None:
+        return _build(plugins, "prompts", "prompts", resolved.recipe.prompts.name, resolved)
+    captions = getattr(data, "captions", None)
+    if captions:
+        from rdmx.data.prompts import PromptPool
+
+        return PromptPool(tuple(captions["train"]), ("data: train captions",))
+    return None
+
+
+def build_generator(resolved: ResolvedRecipe, device: torch.device, plugins: Plugins | None = None):
+    """Only the recipe's generator (with the data info and prompt pool it needs), on ``device``."""
+    plugins = plugins or get_plugins()
+    r = resolved.recipe
+    torch.manual_seed(r.seed)
+    data = _build(plugins, "datasets", "data", r.data.name, resolved)
+    info = data_info(data, prompt_pool(plugins, resolved, data))
+    return _build(plugins, "generators", "generator", r.generator.name, resolved, info).to(device)
 
 
 def build_components(resolved: ResolvedRecipe, plugins: Plugins | None = None, local_rank: int = 0) -> Components:
@@ -67,7 +96,8 @@ def build_components(resolved: ResolvedRecipe, plugins: Plugins | None = None, l
         device = torch.device("cuda", local_rank)  # one GPU per torchrun process
     torch.manual_seed(r.seed)
     data = _build(plugins, "datasets", "data", r.data.name, resolved)
-    info = data_info(data)
+    prompts = prompt_pool(plugins, resolved, data)
+    info = data_info(data, prompts)
     generator = _build(plugins, "generators", "generator", r.generator.name, resolved, info).to(device)
     encoders, roles = {}, {}
     for i, block in enumerate(r.battery.encoders):
@@ -85,4 +115,8 @@ def build_components(resolved: ResolvedRecipe, plugins: Plugins | None = None, l
     metrics = [
         _build(plugins, "metrics", f"eval.metrics[{i}]", m.name, resolved) for i, m in enumerate(r.eval.metrics)
     ]
-    return Components(data, info, generator, encoders, roles, estimator, balancer, metrics, device)
+    text_encoder = None
+    if r.joint.kind == "text":
+        text_encoder = _build(plugins, "encoders", "joint.text_encoder", r.joint.text_encoder.name, resolved).to(device)
+    return Components(data, info, generator, encoders, roles, estimator, balancer, metrics, device, prompts,
+                      text_encoder)

@@ -5,7 +5,7 @@ sees the training objective."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,36 @@ from rdmx.train.sampling import encode_all, generate
 
 EVAL_NOISE_SALT = 12345  # eval noise = eval.seed + this: the same samples for every checkpoint
 EXTRA_NOISE_SALT = 1_000_003  # chunk i beyond eval.n: seed + EVAL_NOISE_SALT + this + i
+
+
+@dataclass
+class TextJointEval:
+    """What the text-joint SW_r / MMDr need (``rdmx.evaluate.joint``): τ of generated rows' prompt ids,
+    τ of every caption id per split (bank labels are caption ids), and β's rule."""
+
+    prompt_tau: Callable[[torch.Tensor], torch.Tensor]
+    captions: dict[str, torch.Tensor]
+    sigma_scale: float
+    s_txt: float
+
+
+def text_joint_eval(components, recipe, refs: Mapping[str, Any], prompt_tau=None) -> TextJointEval | None:
+    """The text-joint evaluation of a recipe whose joint law is text (else None): caption τ from the
+    references (or computed, cached), prompt τ of the generator's current prompts (or ``prompt_tau``)."""
+    if recipe.joint.kind != "text":
+        return None
+    from rdmx.reference.build import caption_embeddings
+    from rdmx.reference.text import prompt_conditions
+
+    cache = recipe.reference.cache_dir
+    captions = next((b.captions for b in refs.values() if b.captions is not None), None)
+    if captions is None:
+        captions = caption_embeddings(components.data, components.text_encoder, cache)
+    if prompt_tau is None:
+        prompt_tau = prompt_conditions(components.text_encoder, components.generator.prompts, cache_dir=cache,
+                                       device="cpu")
+    return TextJointEval(prompt_tau, captions, float(components.estimator.request().sigma_scale),
+                         float(recipe.joint.s_txt))
 
 
 @dataclass
@@ -32,43 +62,81 @@ class Evaluation:
 def evaluate_generator(
     generator, encoders: Mapping[str, torch.nn.Module], roles: Mapping[str, str], refs: Mapping[str, Any],
     eval_config, *, chunk: int, device: torch.device, metrics=(), data=None, step: int | None = None,
+    text: TextJointEval | None = None, cond: torch.Tensor | None = None, reference_samples=None,
 ) -> Evaluation:
-    """``eval_config`` is the recipe's ``[eval]`` block; ``refs`` hold each encoder's banks."""
+    """``eval_config`` is the recipe's ``[eval]`` block; ``refs`` hold each encoder's banks.
+
+    ``cond`` fixes the samples' conditions (e.g. every prompt of an evaluation set, ``len(cond)``
+    samples); ``reference_samples`` (a baseline's images from the same noise and conditions) go to
+    the metrics (win rates); ``text`` adds the text-joint SW_r / MMDr (keys ``*_text``)."""
     from rdmx.evaluate.base import EncoderFeatures, EvalContext
     from rdmx.evaluate.suite import evaluate_features
 
     e = eval_config
-    samples, cond = generate(generator, e.n, e.seed + EVAL_NOISE_SALT, chunk, device)
+    n = e.n if cond is None else len(cond)
+    samples, cond = generate(generator, n, e.seed + EVAL_NOISE_SALT, chunk, device, cond=cond)
     feats = encode_all(encoders, samples, chunk)
     streamed = [m for m in metrics if getattr(m, "stream_samples", 0)]
     for m in streamed:
-        for s in range(0, e.n, chunk):
+        for s in range(0, n, chunk):
             m.observe(samples[s : s + chunk], None if cond is None else cond[s : s + chunk])
-    # samples beyond eval.n (MMDr's mmd_n, FID-50K's 50,000): generated chunk by chunk from their own
-    # fixed noise, encoded and streamed, never all held at once; the first eval.n are unchanged
+    # samples beyond the first n (MMDr's mmd_n, FID-50K's 50,000): generated chunk by chunk from their
+    # own fixed noise, encoded and streamed, never all held at once; the first n are unchanged
     total = max([e.bank_rows()] + [min(m.stream_samples, 10**9) for m in streamed])
-    extra = {k: [] for k in encoders}
-    for i, start in enumerate(range(e.n, total, chunk)):
+    extra, extra_cond = {k: [] for k in encoders}, []
+    for i, start in enumerate(range(n, total, chunk)):
         rows = min(chunk, total - start)
         more, more_cond = generate(generator, rows, e.seed + EVAL_NOISE_SALT + EXTRA_NOISE_SALT + i, chunk, device)
         if start < e.bank_rows():
             for k, f in encode_all(encoders, more, chunk).items():
                 extra[k].append(f)
+            if more_cond is not None:
+                extra_cond.append(more_cond)
         for m in streamed:
             if start < m.stream_samples:
                 m.observe(more, more_cond)
     feats = {k: torch.cat([f, *extra[k]]) for k, f in feats.items()}
+    all_cond = None if cond is None else torch.cat([cond, *extra_cond])  # one per row of feats
     train = {k: refs[k].train_bank for k in encoders}
     val = {k: refs[k].val_bank for k in encoders}
     # each encoder's three sets are cut to min(n, bank rows) by seeded subsamples (mmd_n for MMDr)
-    result = evaluate_features(feats, train, val, dict(roles), n=e.n, mmd_n=e.mmd_n, directions=e.directions,
+    result = evaluate_features(feats, train, val, dict(roles), n=n, mmd_n=e.mmd_n, directions=e.directions,
                                seed=e.seed, metrics=tuple(e.suite), device=device)
+    if text is not None and cond is not None:
+        _add_text_joint(result, text, feats, all_cond, refs, roles, e, n, device)
     if metrics:
+        prompts = getattr(generator, "prompts", ())
+        labels = None if cond is None else ([prompts[i] for i in cond.tolist()] if prompts else cond.cpu())
         ctx = EvalContext(
             features={k: EncoderFeatures(feats[k], train[k], val[k], roles[k]) for k in encoders},
-            samples=samples.cpu(), labels=None if cond is None else cond.cpu(), step=step,
+            samples=samples.cpu(), labels=labels, step=step, reference_samples=reference_samples,
         )
         ctx.data = data  # sample metrics on toy data (spiral) read the data's geometry
         for metric in metrics:
             result.summary.update({k: float(v) for k, v in metric(ctx).items()})
     return Evaluation(result, samples, cond)
+
+
+def _add_text_joint(result, text: TextJointEval, feats, cond, refs, roles, e, n, device) -> None:
+    """Merge the text-joint SW_r / MMDr (``sw_r_text``, ``sw_rK_text*``, ``mmd_r_text*``) into ``result``."""
+    from rdmx.evaluate.joint import text_joint_sets
+    from rdmx.evaluate.suite import evaluate_features
+
+    suite = tuple(m for m in e.suite if m in ("sw", "mmdr"))
+    if not suite:
+        return
+    names = list(feats)
+    gen_tau = text.prompt_tau(cond).cpu()
+    bank_tau = {s: {k: text.captions[s][getattr(refs[k], f"{s}_bank_labels")] for k in names} for s in ("train", "val")}
+    g, t, v, weights = text_joint_sets(feats, {k: refs[k].train_bank for k in names},
+                                       {k: refs[k].val_bank for k in names}, gen_tau, bank_tau["train"],
+                                       bank_tau["val"], sigma_scale=text.sigma_scale, s_txt=text.s_txt, seed=e.seed)
+    joint = evaluate_features(g, t, v, dict(roles), n=n, directions=e.directions, seed=e.seed, metrics=suite,
+                              device=device)
+    for enc, values in joint.encoders.items():
+        result.encoders[enc].update({f"{k}_text": values[k] for k in ("sw_r", "mmd_r") if k in values})
+        result.encoders[enc]["text_weight"] = weights[enc]
+    for key, value in joint.summary.items():
+        stem = "sw_rK" if key.startswith("sw_rK") else "mmd_r"
+        result.summary[stem + "_text" + key[len(stem):]] = value
+    result.settings["text_joint"] = {"sigma_scale": text.sigma_scale, "s_txt": text.s_txt}

@@ -16,13 +16,13 @@ from rdmx import __version__
 from rdmx.errors import RdmxError
 from rdmx.files import write_json
 from rdmx.recipe import ResolvedRecipe
-from rdmx.samples import save_grid, spread_classes
+from rdmx.samples import grid_conditions, save_grid
 from rdmx.track.base import NullTracker, Tracker
 from rdmx.train.build import Components, build_components
 from rdmx.train.checkpoint import load_checkpoint, restore_training, save_checkpoint
 from rdmx.train.distributed import DistContext, from_environment
 from rdmx.train.gradcache import cached_backward, direct_backward
-from rdmx.train.evaluation import evaluate_generator
+from rdmx.train.evaluation import evaluate_generator, text_joint_eval
 from rdmx.train.objective import make_loss_fn
 from rdmx.train.sampling import generate
 
@@ -74,6 +74,8 @@ class Trainer:
         self.progress = progress and self.dist.main
         self.c = components or build_components(resolved, local_rank=self.dist.local_rank)
         self.refs: dict[str, Any] = {}
+        self.joint_condition = None  # text-joint law: generated rows' prompt ids -> τ(prompt)
+        self.text_eval = None  # text-joint SW_r / MMDr inputs (rdmx.train.evaluation.text_joint_eval)
         self.state = RunState()
 
     # -- set-up ----------------------------------------------------------------------------
@@ -88,8 +90,13 @@ class Trainer:
             estimator=self.c.estimator, train_names=self.c.train_names,
             floors=(r.reference.floor_draws, r.reference.floor_rows), eval_rows=r.eval.bank_rows(),
             seed=r.seed, device=self.c.device, progress=self.progress,
-            batch_size=r.reference.batch_size, num_workers=r.reference.workers,
+            batch_size=r.reference.batch_size, num_workers=r.reference.workers, text_encoder=self.c.text_encoder,
         )
+        if r.joint.kind == "text":
+            from rdmx.reference.text import prompt_conditions
+
+            self.joint_condition = prompt_conditions(self.c.text_encoder, self.c.info.prompts,
+                                                     cache_dir=r.reference.cache_dir, device=self.c.device)
         self.floors = {k: self.refs[k].floor for k in self.c.train_names}
         if hasattr(self.c.balancer, "set_floors"):
             self.c.balancer.set_floors(self.floors)
@@ -113,9 +120,11 @@ class Trainer:
         if not self.dist.main:
             return {}
         t = self.recipe.train
+        if self.text_eval is None and self.recipe.joint.kind == "text":
+            self.text_eval = text_joint_eval(self.c, self.recipe, self.refs, self.joint_condition)
         ev = evaluate_generator(self.c.generator, self.c.encoders, self.c.roles, self.refs, self.recipe.eval,
                                 chunk=t.micro_batch or t.batch, device=self.c.device, metrics=self.c.metrics,
-                                data=self.c.data, step=step)
+                                data=self.c.data, step=step, text=self.text_eval)
         self.last_samples = ev.samples
         self.mmd_protocol = ev.result.settings.get("mmd_protocol")
         metrics = {f"eval/{k}": v for k, v in ev.scalars().items()}
@@ -126,14 +135,11 @@ class Trainer:
     def save_samples(self, step: int) -> Path | None:
         if not self.c.info.is_image or not self.dist.main:
             return None
-        info = self.c.info
-        cols = 8  # one row per class: every class up to 10 classes, else 10 spread over all (ImageNet: 0, 100, ...)
-        classes = spread_classes(info.num_classes, rows=10) if info.num_classes else None
-        rows = len(classes) if classes is not None else 1
+        cols = 8
+        cond, labels, rows = grid_conditions(self.c.info, cols, self.c.device)  # a row per class / prompt
         gen = self.c.generator
         g = torch.Generator().manual_seed(self.recipe.seed + 777)
         noise = gen.sample_noise(rows * cols, g, self.c.device)
-        cond = classes.repeat_interleave(cols).to(self.c.device) if classes is not None else None
         chunk = self.recipe.train.micro_batch or self.recipe.train.batch
         was = gen.training
         gen.eval()
@@ -141,7 +147,6 @@ class Trainer:
             imgs = torch.cat([gen(noise[s : s + chunk], None if cond is None else cond[s : s + chunk])
                               for s in range(0, len(noise), chunk)])
         gen.train(was)
-        labels = ([info.class_names[i] for i in cond.tolist()] if cond is not None else None)
         path = save_grid(imgs, self.out / "samples" / f"step-{step:06d}.png", labels=labels, columns=cols,
                          scale=max(1, 64 // imgs.shape[-1]), title=f"{self.recipe.name} step {step}")
         self.tracker.log_artifact(path, "samples")
@@ -156,6 +161,10 @@ class Trainer:
         save_checkpoint(path, step=step, generator=self.c.generator, optimizer=self.optimizer,
                         balancer=self.c.balancer, fingerprint=self.resolved.fingerprint,
                         run_id=self.tracker.run_id, extra={"state": state.to_dict()})
+        if self.recipe.train.keep_checkpoints:  # a milestone: the generator's weights only (rdmx eval -c)
+            save_checkpoint(path.with_name(f"step-{step:06d}.pt"), step=step, generator=self.c.generator,
+                            optimizer=None, balancer=None, fingerprint=self.resolved.fingerprint,
+                            run_id=self.tracker.run_id)
         return path
 
     def compute_gradient(self, step: int):
@@ -181,7 +190,8 @@ class Trainer:
         cond = None if cond is None else cond[rows]
         estimator_rng = step_generator(r.seed, step, 1)  # estimators draw on the CPU, then move
         refs = {k: self.refs[k].reference for k in self.c.train_names}
-        loss_fn = make_loss_fn(self.c.estimator, refs, self.c.balancer.weights, lambda: estimator_rng)
+        loss_fn = make_loss_fn(self.c.estimator, refs, self.c.balancer.weights, lambda: estimator_rng,
+                               condition=self.joint_condition)
         train_encoders = {k: self.c.encoders[k] for k in self.c.train_names}
         if micro < local:  # gradient caching: memory bounded by one micro-chunk
             res = cached_backward(gen, train_encoders, noise, cond, loss_fn, micro, gather=gather, grad_scale=grad_scale)

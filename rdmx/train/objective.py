@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -14,14 +14,19 @@ def self_normalise(raw: torch.Tensor) -> torch.Tensor:
     return raw / (raw.detach().abs() + SELF_NORM_EPS)
 
 
-def make_loss_fn(estimator, references: Mapping, weights_ref: Mapping[str, float], generator_fn=None):
+def make_loss_fn(estimator, references: Mapping, weights_ref: Mapping[str, float], generator_fn=None,
+                 condition: Callable[[torch.Tensor], torch.Tensor] | None = None):
     """A ``loss_fn(features, cond)`` for gradient caching.
 
     ``weights_ref`` is read at call time (the balancer's current λ); encoders with weight 0 still
-    report their raw distance but contribute no gradient.
+    report their raw distance but contribute no gradient. ``condition`` maps the generator's
+    conditions to the joint law's (prompt ids -> their text embeddings τ for the text-joint law;
+    identity when None), so the generator and the loss see the same prompt for every row.
     """
 
     def loss_fn(features: dict[str, torch.Tensor], cond: torch.Tensor | None):
+        if condition is not None and cond is not None:
+            cond = condition(cond)
         raws: dict[str, torch.Tensor] = {}
         total = None
         for name, feats in features.items():

@@ -22,6 +22,9 @@ class TextTowerConfig(PresetConfig):
     """An open_clip text tower; features are L2-normalised. ``resolution`` is unused for text."""
 
     context_length: int | None = Field(None, ge=1, description="token context length override")
+    tokenizer: str | None = Field(
+        None, description="a local Hugging Face tokenizer directory (default: the checkpoint's); with random "
+        "weights it lets strings be encoded")
 
 
 @hookimpl

@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from open_clip.model import _build_text_tower
 
 from rdmx.errors import RdmxError
+from rdmx.fingerprint import fingerprint
 from rdmx.represent.encoder import EncoderSpec
-from rdmx.represent.presets import load_state_dict, missing_error, resolve_weights, seeded
+from rdmx.represent.presets import file_digest, load_state_dict, missing_error, resolve_weights, seeded
 from rdmx_openclip.plugin import SIGLIP2, SIGLIP2_MODEL, SIGLIP2_REPO, TINY_EMBED, TINY_TEXT, WEIGHTS
 
 PRESET_VERSION = "1"
@@ -51,7 +52,8 @@ class TextTowerEncoder(torch.nn.Module):
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         if self._tokenizer is None:
             if self.tokenizer_dir is None:
-                raise RdmxError(f"encoder '{self.spec.name}': no cached tokenizer (random weights); pass token ids")
+                raise RdmxError(f"encoder '{self.spec.name}': no cached tokenizer (random weights); pass token ids "
+                               "or set tokenizer = \"<local tokenizer directory>\"")
             kwargs = self.text_cfg.get("tokenizer_kwargs", {})
             self._tokenizer = open_clip.tokenizer.HFTokenizer(
                 str(self.tokenizer_dir), context_length=self.spec.resolution, **kwargs)
@@ -88,6 +90,13 @@ def build(config) -> TextTowerEncoder:
         embed, text_cfg = model_cfg["embed_dim"], dict(model_cfg["text_cfg"])
     if config.context_length:
         text_cfg["context_length"] = config.context_length
+    tokenizer_dir, tokenizer_id = folder, ()
+    if config.tokenizer:
+        tokenizer_dir = Path(config.tokenizer).expanduser()
+        files = sorted(p for p in tokenizer_dir.glob("*") if p.is_file()) if tokenizer_dir.is_dir() else []
+        if not files:
+            raise RdmxError(f"encoder 'siglip2-text': tokenizer = {config.tokenizer!r} is not a tokenizer directory")
+        tokenizer_id = (("tokenizer", fingerprint({p.name: file_digest(p) for p in files})),)
     with seeded(config.seed):
         tower = _build_text_tower(embed, text_cfg)
     if w.mode != "random":
@@ -112,6 +121,7 @@ def build(config) -> TextTowerEncoder:
         dtype="bfloat16",
         preset_version=PRESET_VERSION,
         seed=config.seed if w.mode == "random" else None,
-        extra=(("modality", "text"), ("l2_normalised", True)) + ((("tiny", True),) if config.tiny else ()),
+        extra=(("modality", "text"), ("l2_normalised", True)) + ((("tiny", True),) if config.tiny else ())
+        + tokenizer_id,
     )
-    return TextTowerEncoder(spec, tower, text_cfg, folder)
+    return TextTowerEncoder(spec, tower, text_cfg, tokenizer_dir)

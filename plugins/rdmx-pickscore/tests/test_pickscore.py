@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
 from rdmx.errors import RdmxError, WeightsMissingError
 from rdmx.evaluate.base import EvalContext
@@ -19,41 +18,14 @@ from rdmx_pickscore import plugin
 from rdmx_pickscore.metric import PickScoreMetric
 from rdmx_pickscore.plugin import PickScoreConfig
 from rdmx_pickscore.scorer import PickScorer, load_scorer, to_uint8_pil, win_rate
+from rdmx_pickscore.testing import tiny_pickscore
 
-CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 PROMPTS = ["a cat", "a dog on a mat", "red car", "blue sky", "a cat"]
-
-
-def tiny_processor() -> CLIPProcessor:
-    """The checkpoint's image constants (224 bicubic resize + centre crop, CLIP mean/std) and a tiny BPE."""
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for suffix in ("", "</w>"):
-        for c in "abcdefghijklmnopqrstuvwxyz":
-            vocab[c + suffix] = len(vocab)
-    vocab["ca"] = len(vocab)
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[("c", "a")])
-    images = CLIPImageProcessor(
-        do_resize=True, size={"shortest_edge": 224}, resample=3, do_center_crop=True,
-        crop_size={"height": 224, "width": 224}, do_rescale=True, rescale_factor=1 / 255,
-        do_normalize=True, image_mean=CLIP_MEAN, image_std=CLIP_STD, do_convert_rgb=True,
-    )
-    return CLIPProcessor(image_processor=images, tokenizer=tokenizer)
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    processor = tiny_processor()
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(processor.tokenizer), hidden_size=16, intermediate_size=32,
-                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=77,
-                         bos_token_id=0, eos_token_id=1, pad_token_id=1),
-        vision_config=dict(image_size=224, patch_size=32, hidden_size=16, intermediate_size=32,
-                           num_hidden_layers=1, num_attention_heads=2),
-        projection_dim=8,
-    )
-    torch.manual_seed(0)
-    return CLIPModel(config).eval(), processor
+    return tiny_pickscore()
 
 
 @pytest.fixture(scope="module")

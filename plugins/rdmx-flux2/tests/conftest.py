@@ -1,0 +1,9 @@
+"""Plugin tests never touch the network; the tests folder is importable (tiny helpers)."""
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).parent))
