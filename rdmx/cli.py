@@ -23,8 +23,20 @@ _STATE = {"debug": False}
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override a field: path=value (repeatable)")]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from rdmx import __version__
+
+        typer.echo(f"rdmx {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False) -> None:
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="print rdmx's version and exit")] = False,
+) -> None:
     _STATE["debug"] = debug or os.environ.get("RDMX_DEBUG", "") not in ("", "0")
 
 
@@ -297,24 +309,48 @@ def _mount_subcommands() -> None:
 _mount_subcommands()
 
 
-def main() -> None:
-    """Entry point: user mistakes print one clear message (no traceback unless --debug)."""
-    import click
-
-    debug = "--debug" in sys.argv[1:] or os.environ.get("RDMX_DEBUG", "") not in ("", "0")
+def _click_exceptions():
+    """(ClickException, UsageError, NoArgsIsHelpError, Abort) classes of the click typer runs on:
+    typer >= 0.16 raises its vendored ``typer._click`` ones, older typer the real click's."""
     try:
-        rv = app(standalone_mode=False)
+        from typer._click import exceptions as exc
+        from typer.exceptions import Abort
+    except ImportError:  # older typer: plain click
+        from click import exceptions as exc
+
+        Abort = exc.Abort
+    return exc.ClickException, exc.UsageError, getattr(exc, "NoArgsIsHelpError", None), Abort
+
+
+def _usage_line(exc) -> str:
+    """A usage error as one line: the message and where the help is."""
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    message = " ".join(exc.format_message().split())
+    return f"error: {message}{where}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user mistakes print one clear line and exit 2 (a traceback only with --debug)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in args or os.environ.get("RDMX_DEBUG", "") not in ("", "0")
+    click_error, usage_error, no_args_help, abort = _click_exceptions()
+    try:
+        rv = app(args=args, prog_name="rdmx", standalone_mode=False)
     except RdmxError as exc:
         if debug:
             raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except click_error as exc:
+        if no_args_help is not None and isinstance(exc, no_args_help):
+            exc.show()  # bare `rdmx`: the help text
+            sys.exit(exc.exit_code)
+        if debug:
+            raise
+        typer.echo(_usage_line(exc) if isinstance(exc, usage_error) else f"error: {exc.format_message()}", err=True)
+        sys.exit(2 if isinstance(exc, usage_error) else exc.exit_code)
+    except abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
     except KeyboardInterrupt:
