@@ -167,7 +167,8 @@ def run_cmd(
     recipe: Annotated[Path, typer.Argument(help="recipe TOML")],
     set_: SetOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output folder (summary.json, grids, checkpoints)")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="build every component, then stop")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="build every component, run 2 generated samples through every encoder, then stop")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="ignore an existing checkpoint in --out")] = False,
 ) -> None:
@@ -179,7 +180,7 @@ def run_cmd(
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the job
         con.print(f"[bold]{resolved.recipe.name}[/bold]  fingerprint {resolved.fingerprint}")
     if dry_run:
-        from rdmx.train.build import build_components
+        from rdmx.train.build import build_components, probe_components
 
         cells = [resolved]
         if resolved.recipe.sweep:
@@ -190,8 +191,8 @@ def run_cmd(
             comp = build_components(cell)
             n_gen = sum(p.numel() for p in comp.generator.parameters())
             con.print(f"generator {cell.recipe.generator.name}: {n_gen:,} parameters on {comp.device}")
-            for k, enc in comp.encoders.items():
-                con.print(f"encoder {k} ({comp.roles[k]}): dim {enc.spec.dim}, fingerprint {enc.fingerprint}")
+            for line in probe_components(comp):
+                con.print(line, markup=False)
             con.print(f"estimator {cell.recipe.estimator.name}, balancer {cell.recipe.balancer.name}")
         con.print(f"dry run: {len(cells)} configuration(s) built, no training")
         return

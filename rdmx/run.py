@@ -81,7 +81,7 @@ def run_recipe(resolved: ResolvedRecipe, out: Path | None = None, progress: bool
 
     out = Path(out) if out else default_out_dir(resolved)
     main = from_environment().main  # under torchrun only rank 0 tracks and writes summaries
-    tracker = make_tracker(resolved.recipe.tracking) if main else NullTracker()
+    tracker = make_tracker(resolved) if main else NullTracker()
     if not resolved.recipe.sweep:
         summary = run_one(resolved, out, tracker, progress=progress, resume=resume)
         if main:
