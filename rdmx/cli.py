@@ -48,10 +48,6 @@ def _console(stderr: bool = False):
 
 # -- inspection ---------------------------------------------------------------------------
 
-_KIND_COLUMNS = {
-    "encoders": ["resolution", "dim", "weights", "weights_available"],
-    "datasets": ["kind", "classes"],
-}
 
 
 @app.command("list")
@@ -67,24 +63,33 @@ def list_cmd(
     if kind is None:
         plugins = get_plugins()
         counts = {k: len(plugins.registry(k)) for k in KINDS}
+        problems = plugins.failures() + plugins.warnings()
         if as_json:
-            typer.echo(json.dumps(counts))
-        else:
-            for k, v in counts.items():
-                typer.echo(f"{k:<11} {v:>3}   rdmx list {k}")
+            typer.echo(json.dumps({**counts, "failed_plugins": [_problem(i) for i in plugins.failures()],
+                                   "plugin_warnings": [_problem(i) for i in plugins.warnings()]}))
+            return
+        for k, v in counts.items():
+            typer.echo(f"{k:<11} {v:>3}   rdmx list {k}")
+        for info in problems:
+            word = "failed (registers nothing)" if info.status == "failed" else "warning"
+            typer.echo(f"plugin {info.summary().replace(': ', f' {word}: ', 1)}", err=info.status == "failed")
+        if problems:
+            typer.echo("(rdmx plugins shows every plugin; --debug with RDMX_STRICT_PLUGINS=1 the traceback)")
         return
     if kind not in KINDS:
         raise RdmxError(f"unknown kind '{kind}'{close_matches(kind, KINDS)}; kinds: {', '.join(KINDS)}")
     plugins = get_plugins()
     entries = [e for e in plugins.registry(kind).entries() if fnmatch.fnmatch(e.name, pattern)]
-    extra = _KIND_COLUMNS.get(kind, [])
+    from rdmx.meta import META_MODELS
+
+    extra = list(META_MODELS[kind].COLUMNS)  # the columns the kind's metadata model names
     rows = []
     for e in entries:
         row = {"name": e.name, "plugin": e.plugin, "version": e.version, "description": e.description}
         for col in extra:
             row[col] = e.meta_value(col)
         rows.append(row)
-    failed = [{"plugin": i.name, "distribution": i.distribution, "error": i.error} for i in plugins.failures()]
+    failed = [_problem(i) for i in plugins.failures()]
     if as_json:
         typer.echo(json.dumps({"kind": kind, "components": rows, "failed_plugins": failed}, indent=2, default=str))
         return
@@ -99,7 +104,11 @@ def list_cmd(
     con = _console()
     con.print(table)
     for f in failed:
-        con.print(f"[red]plugin '{f['plugin']}' ({f['distribution']}) failed[/red]: {f['error']}")
+        con.print(f"[red]plugin '{f['plugin']}' ({f['distribution']}) failed[/red]: {f['error']}", markup=True)
+
+
+def _problem(info) -> dict:
+    return {"plugin": info.name, "distribution": info.distribution, "version": info.version, "error": info.error}
 
 
 def _fmt(value) -> str:
@@ -135,7 +144,8 @@ def plugins_cmd(
     for col in ("plugin", "distribution", "version", "hooks", "status"):
         table.add_column(col, overflow="fold")
     for i in infos:
-        status = "[green]ok[/green]" if i.ok else f"[red]{i.status}[/red]: {i.error}"
+        color = {"ok": "green", "warning": "yellow"}.get(i.status, "red")
+        status = f"[{color}]{i.status}[/{color}]" + (f": {i.error}" if i.error else "")
         hooks = ", ".join(h.removeprefix("rdmx_register_") for h in i.hooks)
         table.add_row(i.name, i.distribution, i.version, hooks, status)
     _console().print(table)
@@ -308,6 +318,26 @@ def _mount_subcommands() -> None:
 
 
 _mount_subcommands()
+_MOUNTED: set[int] = set()
+
+
+def mount_plugin_commands(args: list[str]) -> None:
+    """Add the plugins' commands (hook ``rdmx_register_commands``) to the app. Skipped when the
+    command line names one of rdmx's own commands, so those start without loading plugins."""
+    from rdmx.plugins import BUILTIN_COMMANDS
+
+    first = next((a for a in args if not a.startswith("-")), None)
+    if first in BUILTIN_COMMANDS:
+        return
+    from typer.models import CommandInfo
+
+    from rdmx.plugins import get_plugins
+
+    for _, cmd in get_plugins().commands():
+        if id(cmd) in _MOUNTED:
+            continue
+        _MOUNTED.add(id(cmd))
+        (app.registered_commands if isinstance(cmd, CommandInfo) else app.registered_groups).append(cmd)
 
 
 def _click_exceptions():
@@ -337,6 +367,7 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("RDMX_DEBUG", "") not in ("", "0")
     click_error, usage_error, no_args_help, abort = _click_exceptions()
     try:
+        mount_plugin_commands(args)
         rv = app(args=args, prog_name="rdmx", standalone_mode=False)
     except RdmxError as exc:
         if debug:

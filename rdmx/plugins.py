@@ -175,6 +175,10 @@ class Plugins:
             return
         try:
             self._stage(info, module)
+        except PluginError as exc:  # a register() call refused: its message names the problem
+            self.pm.unregister(module)
+            self._fail(info, f"registration refused: {exc}", exc)
+            return
         except Exception as exc:  # noqa: BLE001
             self.pm.unregister(module)
             self._fail(info, f"registration failed: {type(exc).__name__}: {exc}", exc)

@@ -120,18 +120,41 @@ def validate_meta(kind: str, name: str, plugin: str, meta: dict[str, Any]) -> Co
     try:
         return model.model_validate(meta)
     except ValidationError as exc:
-        problems = []
+        problems, seen = [], set()
         for err in exc.errors():
-            key = ".".join(str(p) for p in err.get("loc", ())) or "(meta)"
+            loc = err.get("loc", ())
+            key = str(loc[0]) if loc else "(meta)"
+            if key in seen:
+                continue
+            seen.add(key)
             if err.get("type") == "extra_forbidden":
                 allowed = ", ".join(model.model_fields)
                 problems.append(f"unknown metadata key '{key}'{close_matches(key, model.model_fields)} "
-                                f"(a {_kind_noun(kind)} accepts: {allowed})")
-            else:
-                shown = repr(err.get("input"))
-                shown = shown if len(shown) <= 60 else shown[:57] + "..."
-                problems.append(f"metadata '{key}': {err.get('msg', 'invalid')} (got {shown})")
+                                f"(keys of {kind}: {allowed})")
+                continue
+            shown = repr(err.get("input"))
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            field = model.model_fields.get(key)
+            union = sum(1 for e in exc.errors() if e.get("loc", ())[:1] == (key,)) > 1
+            expected = _type_text(field.annotation) if (field is not None and union) else err.get("msg", "invalid")
+            problems.append(f"metadata '{key}': {'expected ' + expected if union else expected} (got {shown})")
         raise PluginError(f"plugin {plugin}: {_kind_noun(kind)} '{name}': " + "; ".join(problems)) from None
+
+
+def _type_text(annotation: Any) -> str:
+    """``int | a function of the config | None`` for error messages."""
+    import typing
+
+    args = typing.get_args(annotation) or (annotation,)
+    names = []
+    for a in args:
+        if a is type(None):
+            names.append("None")
+        elif typing.get_origin(a) is not None and "Callable" in str(typing.get_origin(a)):
+            names.append("a function" + (" of the config" if typing.get_args(a)[0] != [] else ""))
+        else:
+            names.append(getattr(a, "__name__", str(a).replace("typing.", "")))
+    return " | ".join(names)
 
 
 class Registry:

@@ -52,7 +52,7 @@ def test_cli_run_writes_summary_mlflow_run_and_grid(tmp_path):
     assert "raw/conv-a" in run.data.metrics and "weight/pixels" in run.data.metrics
     assert "eval/sw_rK_heldout" in run.data.metrics
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"recipe.resolved.json", "plugins.json", "samples"} <= arts
+    assert {"recipe.resolved.toml", "plugins.json", "samples"} <= arts
     assert len(client.get_metric_history(run.info.run_id, "loss")) == 4
 
 

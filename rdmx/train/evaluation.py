@@ -27,6 +27,24 @@ class Evaluation:
         return {k: float(v) for k, v in self.result.flat().items() if not k.startswith(("sw_gen", "sw_val"))}
 
 
+def check_finite(samples: torch.Tensor, feats: Mapping[str, torch.Tensor], encoders: Mapping[str, Any],
+                 step: int | None) -> None:
+    """Evaluation needs finite samples and features: a NaN here names its source, not a linear-
+    algebra routine three calls later."""
+    from rdmx.components import describe_encoder
+    from rdmx.errors import RdmxError
+
+    at = f" at step {step}" if step is not None else ""
+    if not torch.isfinite(samples).all():
+        bad = int((~torch.isfinite(samples.reshape(len(samples), -1))).any(dim=1).sum())
+        raise RdmxError(f"evaluation{at}: the generator made {bad} of {len(samples)} samples with NaN or inf values")
+    for label, f in feats.items():
+        if not torch.isfinite(f).all():
+            bad = int((~torch.isfinite(f)).any(dim=1).sum())
+            raise RdmxError(f"evaluation{at}: {describe_encoder(label, encoders[label])} returned non-finite "
+                            f"features for {bad} of {len(f)} finite generated samples")
+
+
 @torch.no_grad()
 def evaluate_generator(
     generator, encoders: Mapping[str, torch.nn.Module], roles: Mapping[str, str], refs: Mapping[str, Any],
@@ -39,6 +57,7 @@ def evaluate_generator(
     e = eval_config
     samples, cond = generate(generator, e.n, e.seed + EVAL_NOISE_SALT, chunk, device)
     feats = encode_all(encoders, samples, chunk)
+    check_finite(samples, feats, encoders, step)
     train = {k: refs[k].train_bank for k in encoders}
     val = {k: refs[k].val_bank for k in encoders}
     # each encoder's three sets are cut to min(n, bank rows) by seeded subsamples
