@@ -442,14 +442,17 @@ def load_recipe(path: str | Path, overrides: list[str] | list[tuple[str, Any]] |
             set_path(raw, key, text if key in as_text and text is not None else value)
         return validate_recipe(interpolate_env(raw, source), source)
 
-    try:
-        return attempt(set())
-    except _Problems as exc:
-        wrong_type = {p for p, kind, _ in exc.problems if kind == "string_type"}
-        retry = {k for k, v, text in pairs if k in wrong_type and text is not None and not isinstance(v, str)}
-        if not retry:
-            raise
-        return attempt(retry)
+    as_text: set[str] = set()
+    while True:  # schema errors come before component errors: retry until no override is left to fix
+        try:
+            return attempt(as_text)
+        except _Problems as exc:
+            wrong_type = {p for p, kind, _ in exc.problems if kind == "string_type"}
+            retry = {k for k, v, text in pairs
+                     if k in wrong_type and k not in as_text and text is not None and not isinstance(v, str)}
+            if not retry:
+                raise
+            as_text |= retry
 
 
 def sweep_cells(resolved: ResolvedRecipe) -> list[tuple[dict[str, Any], ResolvedRecipe]]:
