@@ -31,7 +31,8 @@ def describe_encoder(label: str, encoder: Any) -> str:
     """How messages name a built encoder: ``encoder 'conv-a' (toy-conv, plugin builtin.toys)``."""
     origin = getattr(encoder, "rdmx_origin", None)
     if origin:
-        return f"encoder '{label}' ({origin})"
+        name, _, plugin = origin.partition(", ")
+        return f"encoder '{label}' ({plugin if name == label else origin})"
     spec = getattr(encoder, "spec", None)
     return f"encoder '{label}'" + (f" ({spec.name}, fingerprint {spec.fingerprint()})" if spec is not None else "")
 

@@ -1,10 +1,8 @@
-"""Test-wide settings: never touch the network, keep torch to the 2 cores we have."""
+"""Test-wide settings. The hubs run offline through rdmx's own pytest plugin
+(rdmx.testing.pytest_plugin, entry point pytest11); MLflow draws no progress bars."""
 
 import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 

@@ -59,7 +59,7 @@ def test_cli_run_writes_summary_mlflow_run_and_grid(tmp_path):
 def test_dry_run_builds_without_training(tmp_path):
     res = rdmx("run", str(QUICK), "--dry-run", "--set", "train.steps=1", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert "dry run" in res.stdout and "heldout-conv-c (heldout)" in res.stdout
+    assert "dry run" in res.stdout and "encoder 'heldout-conv-c' (toy-conv, plugin builtin.toys) [heldout]" in res.stdout
     assert not (tmp_path / "runs").exists()
 
 

@@ -90,7 +90,8 @@ def check_encoder_contract(encoder: Any, config: Any = None, *, batch: int = 3, 
         diff = (again - first).abs().max().item()
         fail("determinism", f"the same batch twice differs by up to {diff:.3g}")
     w = torch.randn(f.shape, generator=g)
-    (f * w).sum().backward()
+    if f.requires_grad:
+        (f * w).sum().backward()
     if x.grad is None or not torch.isfinite(x.grad).all() or x.grad.abs().sum() == 0:
         state = "none" if x.grad is None else ("non-finite" if not torch.isfinite(x.grad).all() else "all zero")
         fail("gradient", f"the gradient at the input images is {state}; features must be differentiable in "

@@ -188,6 +188,9 @@ class Trainer:
             if not torch.isfinite(f).all():
                 causes.append(f"{who} returns non-finite features")
                 continue
+            if not f.requires_grad:
+                causes.append(f"{who} returns features detached from its input (no gradient)")
+                continue
             w = torch.randn(f.shape, generator=torch.Generator().manual_seed(0)).to(f.device)
             (f * w).sum().backward()
             if probe.grad is None or not torch.isfinite(probe.grad).all():
