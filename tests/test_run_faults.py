@@ -1,11 +1,18 @@
-"""A run whose every step is non-finite stops after train.max_consecutive_skips steps with the
-cause named, instead of finishing untrained with exit status 0."""
+"""Faults at run time name their source: a run whose every step is non-finite stops after
+train.max_consecutive_skips steps with the cause, instead of finishing untrained with exit status
+0; features cached by earlier code name the encoder."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import torch
+from torch.utils.data import TensorDataset
 
 from rdmx.errors import RdmxError
+from rdmx.reference.extract import MANIFEST, extract_features
+from rdmx.testing import tiny_conv
 from rdmx.train.loop import Trainer
 from tests.test_engine import tiny
 
@@ -38,3 +45,20 @@ def test_zero_means_never_stop(tmp_path):
         original(gen, ref, cond, generator=generator) * (float("nan") if gen.requires_grad else 1.0))
     summary = trainer.run(resume=False)
     assert summary["skipped_steps"] == 3
+
+
+def test_features_cached_by_earlier_code_name_the_encoder(tmp_path):
+    """A cache directory whose rows or dim disagree with today's encoder of the same fingerprint
+    (code changed, preset_version not bumped) is refused naming the encoder and the fix."""
+    data = TensorDataset(torch.rand(7, 3, 12, 12), torch.zeros(7, dtype=torch.long))
+    enc = tiny_conv(0, 6, width=4)
+    (d,) = extract_features({"small": enc}, data, cache_dir=tmp_path, data_fingerprint="d", split="train",
+                            progress=False).values()
+    manifest = json.loads((d / MANIFEST).read_text())
+    (d / MANIFEST).write_text(json.dumps({**manifest, "dim": 5, "complete": False}))  # as older code left it
+    with pytest.raises(RdmxError) as exc:
+        extract_features({"small": enc}, data, cache_dir=tmp_path, data_fingerprint="d", split="train",
+                         progress=False)
+    msg = str(exc.value)
+    assert msg.startswith("encoder 'small' (tiny0, fingerprint ") and "cached by earlier code" in msg
+    assert "bump EncoderSpec.preset_version" in msg
