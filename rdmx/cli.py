@@ -48,8 +48,6 @@ def _console(stderr: bool = False):
 
 # -- inspection ---------------------------------------------------------------------------
 
-
-
 @app.command("list")
 def list_cmd(
     kind: Annotated[Optional[str], typer.Argument(help=f"one of: {', '.join(KINDS)} (none: a count of each)")] = None,
@@ -74,7 +72,8 @@ def list_cmd(
             word = "failed (registers nothing)" if info.status == "failed" else "warning"
             typer.echo(f"plugin {info.summary().replace(': ', f' {word}: ', 1)}", err=info.status == "failed")
         if problems:
-            typer.echo("(rdmx plugins shows every plugin; --debug with RDMX_STRICT_PLUGINS=1 the traceback)")
+            typer.echo("(`rdmx plugins` lists every plugin; `RDMX_STRICT_PLUGINS=1 rdmx --debug list` shows the "
+                       "traceback of the first failure)", err=bool(plugins.failures()))
         return
     if kind not in KINDS:
         raise RdmxError(f"unknown kind '{kind}'{close_matches(kind, KINDS)}; kinds: {', '.join(KINDS)}")
