@@ -147,7 +147,7 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None,
     if log and r.tracking.backend != "none":
         from rdmx.track.base import make_tracker
 
-        tracker = make_tracker(r.tracking)
+        tracker = make_tracker(resolved)
         tracker.start(f"{r.name}-eval", {}, run_id=ckpt.get("run_id"))
         try:
             tracker.log_metrics({f"eval/{k}": v for k, v in ev.scalars().items()}, int(ckpt["step"]))

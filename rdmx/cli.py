@@ -23,8 +23,20 @@ _STATE = {"debug": False}
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override a field: path=value (repeatable)")]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from rdmx import __version__
+
+        typer.echo(f"rdmx {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False) -> None:
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="print rdmx's version and exit")] = False,
+) -> None:
     _STATE["debug"] = debug or os.environ.get("RDMX_DEBUG", "") not in ("", "0")
 
 
@@ -35,13 +47,6 @@ def _console(stderr: bool = False):
 
 
 # -- inspection ---------------------------------------------------------------------------
-
-_KIND_COLUMNS = {
-    "encoders": ["resolution", "dim", "weights", "weights_available"],
-    "datasets": ["kind", "classes"],
-    "generators": ["params", "resolution", "weights", "weights_available"],
-}
-
 
 @app.command("list")
 def list_cmd(
@@ -56,24 +61,34 @@ def list_cmd(
     if kind is None:
         plugins = get_plugins()
         counts = {k: len(plugins.registry(k)) for k in KINDS}
+        problems = plugins.failures() + plugins.warnings()
         if as_json:
-            typer.echo(json.dumps(counts))
-        else:
-            for k, v in counts.items():
-                typer.echo(f"{k:<11} {v:>3}   rdmx list {k}")
+            typer.echo(json.dumps({**counts, "failed_plugins": [_problem(i) for i in plugins.failures()],
+                                   "plugin_warnings": [_problem(i) for i in plugins.warnings()]}))
+            return
+        for k, v in counts.items():
+            typer.echo(f"{k:<11} {v:>3}   rdmx list {k}")
+        for info in problems:
+            word = "failed (registers nothing)" if info.status == "failed" else "warning"
+            typer.echo(f"plugin {info.summary().replace(': ', f' {word}: ', 1)}", err=info.status == "failed")
+        if problems:
+            typer.echo("(`rdmx plugins` lists every plugin; `RDMX_STRICT_PLUGINS=1 rdmx --debug list` shows the "
+                       "traceback of the first failure)", err=bool(plugins.failures()))
         return
     if kind not in KINDS:
         raise RdmxError(f"unknown kind '{kind}'{close_matches(kind, KINDS)}; kinds: {', '.join(KINDS)}")
     plugins = get_plugins()
     entries = [e for e in plugins.registry(kind).entries() if fnmatch.fnmatch(e.name, pattern)]
-    extra = _KIND_COLUMNS.get(kind, [])
+    from rdmx.meta import META_MODELS
+
+    extra = list(META_MODELS[kind].COLUMNS)  # the columns the kind's metadata model names
     rows = []
     for e in entries:
         row = {"name": e.name, "plugin": e.plugin, "version": e.version, "description": e.description}
         for col in extra:
             row[col] = e.meta_value(col)
         rows.append(row)
-    failed = [{"plugin": i.name, "distribution": i.distribution, "error": i.error} for i in plugins.failures()]
+    failed = [_problem(i) for i in plugins.failures()]
     if as_json:
         typer.echo(json.dumps({"kind": kind, "components": rows, "failed_plugins": failed}, indent=2, default=str))
         return
@@ -88,7 +103,11 @@ def list_cmd(
     con = _console()
     con.print(table)
     for f in failed:
-        con.print(f"[red]plugin '{f['plugin']}' ({f['distribution']}) failed[/red]: {f['error']}")
+        con.print(f"[red]plugin '{f['plugin']}' ({f['distribution']}) failed[/red]: {f['error']}", markup=True)
+
+
+def _problem(info) -> dict:
+    return {"plugin": info.name, "distribution": info.distribution, "version": info.version, "error": info.error}
 
 
 def _fmt(value) -> str:
@@ -126,7 +145,8 @@ def plugins_cmd(
     for col in ("plugin", "distribution", "version", "hooks", "status"):
         table.add_column(col, overflow="fold")
     for i in infos:
-        status = "[green]ok[/green]" if i.ok else f"[red]{i.status}[/red]: {i.error}"
+        color = {"ok": "green", "warning": "yellow"}.get(i.status, "red")
+        status = f"[{color}]{i.status}[/{color}]" + (f": {i.error}" if i.error else "")
         hooks = ", ".join(h.removeprefix("rdmx_register_") for h in i.hooks)
         table.add_row(i.name, i.distribution, i.version, hooks, status)
     _console().print(table)
@@ -158,7 +178,8 @@ def run_cmd(
     recipe: Annotated[Path, typer.Argument(help="recipe TOML")],
     set_: SetOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output folder (summary.json, grids, checkpoints)")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="build every component, then stop")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="build every component, run 2 generated samples through every encoder, then stop")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="ignore an existing checkpoint in --out")] = False,
 ) -> None:
@@ -170,7 +191,7 @@ def run_cmd(
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the job
         con.print(f"[bold]{resolved.recipe.name}[/bold]  fingerprint {resolved.fingerprint}")
     if dry_run:
-        from rdmx.train.build import build_components
+        from rdmx.train.build import build_components, probe_components
 
         cells = [resolved]
         if resolved.recipe.sweep:
@@ -181,8 +202,8 @@ def run_cmd(
             comp = build_components(cell)
             n_gen = sum(p.numel() for p in comp.generator.parameters())
             con.print(f"generator {cell.recipe.generator.name}: {n_gen:,} parameters on {comp.device}")
-            for k, enc in comp.encoders.items():
-                con.print(f"encoder {k} ({comp.roles[k]}): dim {enc.spec.dim}, fingerprint {enc.fingerprint}")
+            for line in probe_components(comp):
+                con.print(line, markup=False)
             con.print(f"estimator {cell.recipe.estimator.name}, balancer {cell.recipe.balancer.name}")
         con.print(f"dry run: {len(cells)} configuration(s) built, no training")
         return
@@ -382,26 +403,71 @@ def _mount_subcommands() -> None:
 
 
 _mount_subcommands()
+_MOUNTED: set[int] = set()
 
 
-def main() -> None:
-    """Entry point: user mistakes print one clear message (no traceback unless --debug)."""
-    import click
+def mount_plugin_commands(args: list[str]) -> None:
+    """Add the plugins' commands (hook ``rdmx_register_commands``) to the app. Skipped when the
+    command line names one of rdmx's own commands, so those start without loading plugins."""
+    from rdmx.plugins import BUILTIN_COMMANDS
 
-    debug = "--debug" in sys.argv[1:] or os.environ.get("RDMX_DEBUG", "") not in ("", "0")
+    first = next((a for a in args if not a.startswith("-")), None)
+    if first in BUILTIN_COMMANDS:
+        return
+    from typer.models import CommandInfo
+
+    from rdmx.plugins import get_plugins
+
+    for _, cmd in get_plugins().commands():
+        if id(cmd) in _MOUNTED:
+            continue
+        _MOUNTED.add(id(cmd))
+        (app.registered_commands if isinstance(cmd, CommandInfo) else app.registered_groups).append(cmd)
+
+
+def _click_exceptions():
+    """(ClickException, UsageError, NoArgsIsHelpError, Abort) classes of the click typer runs on:
+    typer >= 0.16 raises its vendored ``typer._click`` ones, older typer the real click's."""
     try:
-        rv = app(standalone_mode=False)
+        from typer._click import exceptions as exc
+        from typer.exceptions import Abort
+    except ImportError:  # older typer: plain click
+        from click import exceptions as exc
+
+        Abort = exc.Abort
+    return exc.ClickException, exc.UsageError, getattr(exc, "NoArgsIsHelpError", None), Abort
+
+
+def _usage_line(exc) -> str:
+    """A usage error as one line: the message and where the help is."""
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    message = " ".join(exc.format_message().split())
+    return f"error: {message}{where}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user mistakes print one clear line and exit 2 (a traceback only with --debug)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in args or os.environ.get("RDMX_DEBUG", "") not in ("", "0")
+    click_error, usage_error, no_args_help, abort = _click_exceptions()
+    try:
+        mount_plugin_commands(args)
+        rv = app(args=args, prog_name="rdmx", standalone_mode=False)
     except RdmxError as exc:
         if debug:
             raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except click_error as exc:
+        if no_args_help is not None and isinstance(exc, no_args_help):
+            exc.show()  # bare `rdmx`: the help text
+            sys.exit(exc.exit_code)
+        if debug:
+            raise
+        typer.echo(_usage_line(exc) if isinstance(exc, usage_error) else f"error: {exc.format_message()}", err=True)
+        sys.exit(2 if isinstance(exc, usage_error) else exc.exit_code)
+    except abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
     except KeyboardInterrupt:

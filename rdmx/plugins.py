@@ -1,26 +1,45 @@
-"""Plugin manager: builtins and entry-point plugins, each loaded and registered in isolation.
+"""Plugin manager: builtins and entry-point plugins, each loaded, validated and registered in
+isolation, then committed all-or-nothing.
+
+Loading one plugin:
+1. import the entry point's module (builtins: instantiate the class);
+2. validate its hooks: every ``rdmx_*`` function must be marked ``@hookimpl`` and name a known
+   hook (pluggy's ``check_pending``), and the module must define at least one hook (an entry
+   point naming the package instead of its hook module defines none);
+3. call its register hooks with a staging ``register`` (metadata validated per call);
+4. a plugin that staged nothing is a warning.
+
+Committing: a name is unique per kind. A name of rdmx's builtins stays theirs — the plugin that
+also registers it registers nothing (failed, naming both). A name two installed plugins
+register makes both register nothing (failed, naming each other): which one a recipe meant is
+unknowable, and the outcome must not depend on load order. Other plugins are untouched.
 
 Environment:
-  RDMX_STRICT_PLUGINS=1       any plugin failure is a hard error
+  RDMX_STRICT_PLUGINS=1       any plugin failure or warning is a hard error
   RDMX_DISABLE_PLUGINS=a,b    skip plugins by entry-point name or distribution name
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
+import pkgutil
 import traceback
 from dataclasses import dataclass, field
 from importlib import metadata
+from typing import Any
 
 import pluggy
 
 from rdmx import __version__
-from rdmx.errors import PluginError
-from rdmx.hookspecs import KINDS, PROJECT, RdmxSpec
+from rdmx.errors import PluginError, RdmxError, close_matches
+from rdmx.hookspecs import COMMANDS_HOOK, KINDS, PROJECT, RdmxSpec
 from rdmx.registry import Entry, Registry, make_register
 
 ENTRY_POINT_GROUP = "rdmx"
+BUILTIN_COMMANDS = ("list", "plugins", "show", "run", "eval", "sample", "ui", "reference", "weights")
+KNOWN_HOOKS = tuple(f"rdmx_register_{k}" for k in KINDS) + (COMMANDS_HOOK,)
 
 
 @dataclass
@@ -32,14 +51,32 @@ class PluginInfo:
     version: str
     module: str
     hooks: list[str] = field(default_factory=list)
-    status: str = "ok"
-    error: str = ""
-    detail: str = ""
+    status: str = "ok"  # ok | warning | failed | disabled
+    error: str = ""  # why it failed, or the warning
+    detail: str = ""  # traceback of a failure
     components: dict[str, list[str]] = field(default_factory=dict)
+    builtin: bool = False
+    staged: dict[str, list[Entry]] = field(default_factory=dict, repr=False)
+    commands: list[Any] = field(default_factory=list, repr=False)  # typer CommandInfo / TyperInfo
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def loaded(self) -> bool:
+        """Its components are registered (ok, or ok with a warning)."""
+        return self.status in ("ok", "warning")
+
+    @property
+    def owner(self) -> str:
+        """How registry entries and messages name it: builtin plugin name or distribution."""
+        return self.name if self.builtin else self.distribution
+
+    def summary(self, limit: int = 300) -> str:
+        """``'name' (distribution version): error`` in one line of at most ``limit`` characters."""
+        text = f"'{self.name}' ({self.distribution} {self.version}): {' '.join(self.error.split())}"
+        return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _env_list(var: str) -> set[str]:
@@ -48,6 +85,15 @@ def _env_list(var: str) -> set[str]:
 
 def _strict() -> bool:
     return os.environ.get("RDMX_STRICT_PLUGINS", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def command_name(info: Any) -> str:
+    """The name typer gives a registered command or group."""
+    name = getattr(info, "name", None)
+    if not name:
+        callback = getattr(info, "callback", None) or getattr(getattr(info, "typer_instance", None), "info", None)
+        name = getattr(callback, "__name__", "") if callback is not None else ""
+    return str(name).lower().replace("_", "-")
 
 
 class Plugins:
@@ -66,7 +112,8 @@ class Plugins:
     def load(self) -> Plugins:
         builtin = importlib.import_module("rdmx.builtin.plugin")
         for name, cls in builtin.BUILTINS.items():
-            self._load_one(PluginInfo(name, "rdmx", __version__, f"rdmx.builtin.plugin:{cls.__name__}"), cls)
+            info = PluginInfo(name, "rdmx", __version__, f"rdmx.builtin.plugin:{cls.__name__}", builtin=True)
+            self._load_one(info, cls)
         for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             dist = ep.dist.name if ep.dist is not None else "?"
             version = ep.dist.version if ep.dist is not None else "?"
@@ -77,80 +124,201 @@ class Plugins:
                 self.infos.append(info)
                 continue
             self._load_one(info, ep.load)
+        self._commit()
         return self
 
-    def _fail(self, info: PluginInfo, exc: BaseException, stage: str) -> None:
+    def _fail(self, info: PluginInfo, message: str, exc: BaseException | None = None) -> None:
+        info.error = f"{info.error}; {message}" if info.status == "failed" and info.error else message
         info.status = "failed"
-        info.error = f"{stage}: {type(exc).__name__}: {exc}"
-        info.detail = "".join(traceback.format_exception(exc))
+        info.staged, info.commands = {}, []
+        if exc is not None:
+            info.detail = "".join(traceback.format_exception(exc))
         if self.strict:
-            raise PluginError(f"plugin '{info.name}' ({info.distribution} {info.version}) {info.error}") from exc
+            raise PluginError(f"plugin '{info.name}' ({info.distribution} {info.version}): {message}") from exc
+
+    def _warn(self, info: PluginInfo, message: str) -> None:
+        info.status = "warning"
+        info.error = message
+        if self.strict:
+            raise PluginError(f"plugin '{info.name}' ({info.distribution} {info.version}): {message} "
+                              f"(RDMX_STRICT_PLUGINS makes this an error)")
 
     def _load_one(self, info: PluginInfo, loader) -> None:
         self.infos.append(info)
         try:
             module = loader()
-            self.pm.register(module, name=info.name)
         except Exception as exc:  # noqa: BLE001 - fault isolation
-            self._fail(info, exc, "import failed")
+            self._fail(info, f"import failed: {type(exc).__name__}: {exc}", exc)
+            return
+        problem = self._unmarked_hooks(module)
+        if problem:
+            self._fail(info, problem)
+            return
+        try:
+            self.pm.register(module, name=info.name)
+        except (pluggy.PluginValidationError, ValueError) as exc:
+            self._fail(info, f"invalid hook: {exc}", exc)
+            return
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            unknown = sorted(c.name for c in self.pm.get_hookcallers(module) or [] if c.spec is None)
+            self.pm.unregister(module)
+            hints = "".join(close_matches(u, KNOWN_HOOKS, n=1) for u in unknown)
+            self._fail(info, f"unknown hook {', '.join(unknown)}{hints}; rdmx's hooks are: {', '.join(KNOWN_HOOKS)}",
+                       exc)
             return
         info.hooks = sorted(h.name for h in self.pm.get_hookcallers(module) or [])
-        staged: dict[str, list[Entry]] = {}
+        if not info.hooks:
+            self.pm.unregister(module)
+            self._fail(info, self._no_hooks_message(info, module))
+            return
         try:
-            for kind in KINDS:
-                hook = f"rdmx_register_{kind}"
-                if hook not in info.hooks:
-                    continue
-                caller = self.pm.subset_hook_caller(
-                    hook, remove_plugins=[p for p in self.pm.get_plugins() if p is not module]
-                )
-                staged[kind] = []
-                caller(register=make_register(self.registries[kind], info.distribution, info.version, staged[kind]))
+            self._stage(info, module)
+        except PluginError as exc:  # a register() call refused: its message names the problem
+            self.pm.unregister(module)
+            self._fail(info, f"registration refused: {exc}", exc)
+            return
         except Exception as exc:  # noqa: BLE001
-            self._fail(info, exc, "registration failed")
+            self.pm.unregister(module)
+            self._fail(info, f"registration failed: {type(exc).__name__}: {exc}", exc)
             return
-        for kind, entries in staged.items():
-            for entry in entries:
-                entry.plugin = info.name if info.name.startswith("builtin.") else info.distribution
-                self._add(info, entry)
-            info.components[kind] = [e.name for e in entries]
+        if not any(info.staged.values()) and not info.commands:
+            self._warn(info, f"registered nothing: its hooks ({', '.join(info.hooks)}) never called register()")
 
-    def _add(self, info: PluginInfo, entry: Entry) -> None:
-        reg = self.registries[entry.kind]
-        key = (entry.kind, entry.name)
-        if entry.name in reg or key in self._clashes:
-            first = reg._entries.pop(entry.name, None)  # noqa: SLF001
-            owners = self._clashes.setdefault(key, [first.plugin] if first else [])
-            owners.append(entry.plugin)
-            msg = (
-                f"{entry.kind[:-1]} name '{entry.name}' is registered twice: by plugin "
-                f"'{owners[0]}' and by plugin '{owners[-1]}'"
-            )
-            for other in self.infos:
-                if other is info or (other.distribution == owners[0] or other.name == owners[0]):
-                    other.status = "failed"
-                    other.error = "; ".join(x for x in (other.error, msg) if x and x != msg) or msg
-            if self.strict:
-                raise PluginError(msg)
-            return
-        reg.add(entry)
+    def _unmarked_hooks(self, module: Any) -> str:
+        """A message when the module defines ``rdmx_*`` functions that pluggy will not call."""
+        bad = []
+        for attr in dir(module):
+            if not attr.startswith("rdmx_"):
+                continue
+            obj = getattr(module, attr, None)
+            if not inspect.isroutine(obj) or self.pm.parse_hookimpl_opts(module, attr) is not None:
+                continue
+            bad.append(attr)
+        if not bad:
+            return ""
+        parts = []
+        for attr in bad:
+            if attr in KNOWN_HOOKS:
+                parts.append(f"{attr} is not marked @hookimpl (from rdmx import hookimpl), so rdmx never calls it")
+            else:
+                parts.append(f"{attr} is not marked @hookimpl and is not an rdmx hook"
+                             f"{close_matches(attr, KNOWN_HOOKS, n=1)}")
+        return "; ".join(parts)
+
+    @staticmethod
+    def _no_hooks_message(info: PluginInfo, module: Any) -> str:
+        name = getattr(module, "__name__", info.module)
+        if hasattr(module, "__path__"):  # a package: the entry point should name its hook module
+            subs = [m.name for m in pkgutil.iter_modules(module.__path__)]
+            subs.sort(key=lambda s: (not any(k in s for k in ("plugin", "hook")), s))
+            hint = f', e.g. {info.name} = "{name}.{subs[0]}"' if subs else ""
+            return (f"entry point {info.name} = \"{info.module}\" names the package {name}, which defines no "
+                    f"rdmx hooks; name the module that defines them{hint}")
+        return f"module {name} defines no rdmx hooks (functions named rdmx_register_* marked @hookimpl)"
+
+    def _stage(self, info: PluginInfo, module: Any) -> None:
+        """Call this plugin's hooks (only its own) with staging callbacks."""
+        others = [p for p in self.pm.get_plugins() if p is not module]
+        for kind in KINDS:
+            hook = f"rdmx_register_{kind}"
+            if hook not in info.hooks:
+                continue
+            caller = self.pm.subset_hook_caller(hook, remove_plugins=others)
+            staged: list[Entry] = []
+            caller(register=make_register(kind, info.owner, info.version, staged))
+            info.staged[kind] = staged
+        if COMMANDS_HOOK in info.hooks:
+            import typer
+
+            cli = typer.Typer()
+            self.pm.subset_hook_caller(COMMANDS_HOOK, remove_plugins=others)(cli=cli)
+            info.commands = [*cli.registered_commands, *cli.registered_groups]
+
+    # -- committing --------------------------------------------------------------------
+    def _commit(self) -> None:
+        claims: dict[tuple[str, str], list[PluginInfo]] = {}
+        for info in self.infos:
+            if not info.loaded:
+                continue
+            for kind, entries in info.staged.items():
+                for e in entries:
+                    claims.setdefault((kind, e.name), []).append(info)
+            for cmd in info.commands:
+                claims.setdefault(("commands", command_name(cmd)), []).append(info)
+        rejected: dict[int, list[str]] = {}
+        for (kind, name), owners in claims.items():
+            noun = "command" if kind == "commands" else kind[:-1]
+            if kind == "commands" and name in BUILTIN_COMMANDS:
+                for o in owners:
+                    rejected.setdefault(id(o), []).append(
+                        f"command name '{name}' is one of rdmx's own commands; the plugin registers nothing")
+                continue
+            if len(owners) < 2:
+                continue
+            builtins = [o for o in owners if o.builtin]
+            if len(builtins) > 1:
+                raise PluginError(f"rdmx bug: builtin plugins {[o.name for o in builtins]} both register {noun} '{name}'")
+            if builtins:
+                for o in owners:
+                    if not o.builtin:
+                        rejected.setdefault(id(o), []).append(
+                            f"{noun} name '{name}' belongs to rdmx's builtin plugin '{builtins[0].name}'; builtins "
+                            f"keep their names, so plugin '{o.owner}' registers nothing (rename its {noun})")
+                continue
+            labels = sorted(o.owner for o in owners)
+            self._clashes[(kind, name)] = labels
+            for o in owners:
+                rejected.setdefault(id(o), []).append(
+                    f"{noun} name '{name}' is registered twice: by plugin '{labels[0]}' and by plugin "
+                    f"'{labels[-1]}'; neither registers anything until one is uninstalled or disabled "
+                    f"(RDMX_DISABLE_PLUGINS)")
+        for info in self.infos:
+            if id(info) in rejected:
+                self._fail(info, "; ".join(rejected[id(info)]))
+        for info in self.infos:
+            if not info.loaded:
+                continue
+            for kind, entries in info.staged.items():
+                for entry in entries:
+                    self.registries[kind].add(entry)
+                info.components[kind] = [e.name for e in entries]
+            if info.commands:
+                info.components["commands"] = [command_name(c) for c in info.commands]
 
     # -- queries -----------------------------------------------------------------------
     def registry(self, kind: str) -> Registry:
         return self.registries[kind]
 
     def get(self, kind: str, name: str, where: str = "") -> Entry:
+        """The entry of ``name``; an unknown name's error lists the plugins that failed to load."""
+        loc = f"{where}: " if where else ""
         clash = self._clashes.get((kind, name))
         if clash:
             raise PluginError(
-                f"{where + ': ' if where else ''}{kind[:-1]} name '{name}' is registered twice: by "
-                f"plugin '{clash[0]}' and by plugin '{clash[-1]}'; uninstall or disable one "
-                f"(RDMX_DISABLE_PLUGINS)"
+                f"{loc}{kind[:-1]} name '{name}' is registered twice: by plugin '{clash[0]}' and by "
+                f"plugin '{clash[-1]}'; uninstall or disable one (RDMX_DISABLE_PLUGINS)"
             )
-        return self.registries[kind].get(name, where)
+        try:
+            return self.registries[kind].get(name, where)
+        except RdmxError as exc:
+            failed = self.failures()
+            if not failed:
+                raise
+            listed = "; ".join(i.summary(240) for i in failed)
+            raise RdmxError(f"{exc}. {len(failed)} plugin(s) failed to load and register nothing, so a "
+                            f"{kind[:-1]} of theirs may be missing: {listed} (see `rdmx plugins`)") from None
 
     def failures(self) -> list[PluginInfo]:
         return [i for i in self.infos if i.status == "failed"]
+
+    def warnings(self) -> list[PluginInfo]:
+        return [i for i in self.infos if i.status == "warning"]
+
+    def commands(self) -> list[tuple[PluginInfo, Any]]:
+        """(plugin, typer CommandInfo / TyperInfo) of every loaded plugin's CLI commands."""
+        return [(i, c) for i in self.infos if i.loaded for c in i.commands]
 
 
 _CACHE: Plugins | None = None

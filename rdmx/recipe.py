@@ -2,33 +2,50 @@
 
 A component block is a table with ``name`` plus that component's options, validated by the
 config model its plugin registered. Errors are :class:`RecipeError` naming the recipe path
-(``battery.encoders[2].name``), the bad value and close matches.
+(``battery.encoders[2].name``), the bad value and close matches. Every model is strict (no
+``"64"`` → 64) and refuses non-finite floats. Loading merges ``include`` files and
+interpolates ``${ENV_VARS}`` (:mod:`rdmx.recipe_compose`); a validated recipe is checked
+against the registry's metadata (:mod:`rdmx.recipe_checks`: class labels, memory).
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+import os
 import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rdmx.compare.configs import JointSpec
 from rdmx.errors import RdmxError, RecipeError, close_matches
 from rdmx.fingerprint import fingerprint
+from rdmx.meta import tuples_from_lists
+from rdmx.recipe_compose import interpolate_env, read_recipe, read_toml
+from rdmx.registry import Seed
+
+__all__ = ["Recipe", "ResolvedRecipe", "load_recipe", "validate_recipe", "read_toml", "read_recipe",
+           "set_path", "parse_value", "parse_overrides", "sweep_cells"]
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tuples(cls, data: Any) -> Any:
+        return tuples_from_lists(cls, data)
 
 
 class Component(BaseModel):
     """``name`` plus the component's own options (validated later by its plugin's model)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     name: str
 
     def options(self) -> dict[str, Any]:
@@ -85,7 +102,7 @@ class TrainConfig(_Strict):
     batch: int = Field(256, ge=1, description="generated batch N per step (global)")
     micro_batch: int = Field(0, ge=0, description="chunk size for gradient caching; 0 = batch")
     lr: float = Field(1e-4, gt=0)
-    betas: tuple[float, float] = (0.9, 0.95)
+    betas: tuple[float, float] = Field((0.9, 0.95), description="Adam betas, each in [0, 1)")
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(0.0, ge=0, description="max grad norm; 0 = off")
     lr_schedule: Literal["constant", "cosine"] = "constant"
@@ -99,6 +116,15 @@ class TrainConfig(_Strict):
     keep_checkpoints: bool = Field(
         False, description="also keep each checkpoint's generator weights as checkpoints/step-NNNNNN.pt (milestones)")
     log_every: int = Field(1, ge=1)
+    max_consecutive_skips: int = Field(
+        20, ge=0, description="stop the run after this many consecutive non-finite (skipped) steps; 0 = never")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError(f"Adam betas must each lie in [0, 1), got {list(v)}")
+        return v
 
     def gradient_scale(self) -> float:
         """s in the effective gradient s·∇L (see ``loss_scale``)."""
@@ -124,7 +150,7 @@ class EvalConfig(_Strict):
         None, ge=2, description="rows per set (generated, train, val) for MMDr; None = n. The paper's protocol: "
         "50,000 (smaller values are labelled small-sample: MMDr − 1 shrinks with the row count)")
     directions: int = Field(1024, ge=1)
-    seed: int = 0
+    seed: Seed = 0
     suite: list[Literal["sw", "mmdr", "fd"]] = Field(
         default_factory=lambda: ["sw", "mmdr", "fd"], min_length=1,
         description="SW_rK, MMDr (RFF) and per-encoder FD against the real banks")
@@ -143,11 +169,17 @@ class ReferenceConfig(_Strict):
     workers: int = Field(0, ge=0, description="DataLoader workers decoding images (folders: use several)")
 
 
-class TrackingConfig(_Strict):
-    backend: Literal["mlflow", "none"] = "mlflow"
-    uri: str | None = None
-    experiment: str = "rdmx"
+class TrackingConfig(BaseModel):
+    """``backend`` names a registered tracker (mlflow, none, or a plugin's); ``run_name`` is
+    common to all; every other key is the tracker's option (e.g. mlflow's ``uri``,
+    ``experiment``), validated by its config model."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    backend: str = "mlflow"
     run_name: str | None = None
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
 
 
 class JointBlock(JointSpec):
@@ -165,8 +197,10 @@ class JointBlock(JointSpec):
 
 
 class Recipe(_Strict):
-    name: str = "run"
-    seed: int = 0
+    name: str = Field("run", pattern=NAME_PATTERN,
+                      description="names the run and its default folder runs/<name>-<fingerprint>: "
+                                  "letters, digits, . _ - (no path separators)")
+    seed: Seed = 0
     data: Component
     generator: Component
     estimator: Component = Field(default_factory=lambda: Component(name="mmd-nystrom"))
@@ -190,7 +224,10 @@ COMPONENT_BLOCKS: tuple[tuple[str, str], ...] = (
     ("estimator", "estimators"),
     ("balancer", "balancers"),
 )
-_RESERVED = {"name", "role", "label"}
+_RESERVED = {"name", "role", "label", "backend", "run_name"}
+# settings that change how a run is observed or stored, never its results (kept out of the fingerprint)
+NOT_IN_FINGERPRINT = ("train.checkpoint_every", "train.log_every", "train.sample_every",
+                      "train.max_consecutive_skips", "train.keep_checkpoints", "reference.workers")
 
 
 class ResolvedRecipe:
@@ -221,9 +258,21 @@ class ResolvedRecipe:
 
     @property
     def fingerprint(self) -> str:
-        """Hash of everything that changes the result (tracking settings excluded)."""
+        """Hash of everything that changes the results: the resolved recipe without tracking and
+        the settings in ``NOT_IN_FINGERPRINT``, ``reference.cache_dir`` normalised."""
         d = self.to_dict()
         d.pop("tracking", None)
+        for path in NOT_IN_FINGERPRINT:
+            table, _, key = path.rpartition(".")
+            d.get(table, {}).pop(key, None)
+        ref = d.get("reference", {})
+        if isinstance(ref.get("cache_dir"), str):
+            ref["cache_dir"] = os.path.normpath(ref["cache_dir"])
+        for key in list(d.get("sweep", {})):
+            if key in NOT_IN_FINGERPRINT or key.startswith("tracking."):
+                d["sweep"].pop(key)
+        if "sweep" in d and not d["sweep"]:
+            d.pop("sweep")
         return fingerprint(d)
 
     def config(self, path: str) -> BaseModel:
@@ -263,7 +312,17 @@ def format_loc(loc: tuple[Any, ...] | list[Any]) -> str:
 
 
 def set_path(d: dict[str, Any], path: str, value: Any) -> None:
-    """Set ``value`` at ``path`` in a raw recipe dict, creating tables as needed."""
+    """Set ``value`` at ``path`` in a raw recipe dict, creating tables as needed.
+
+    ``sweep.<recipe path>`` sets one swept field: ``sweep.train.lr=[1e-3, 1e-4]`` is the
+    ``[sweep]`` entry ``"train.lr" = [1e-3, 1e-4]``."""
+    if path.startswith("sweep.") and len(path) > len("sweep."):
+        _split_path(path)  # the same syntax check
+        sweep = d.setdefault("sweep", {})
+        if not isinstance(sweep, dict):
+            raise RecipeError(f"--set {path}: 'sweep' is not a table")
+        sweep[path[len("sweep."):]] = value
+        return
     parts = _split_path(path)
     cur: Any = d
     for i, p in enumerate(parts[:-1]):
@@ -305,19 +364,7 @@ def parse_overrides(items: list[str] | None) -> list[tuple[str, Any]]:
     return out
 
 
-# -- loading ----------------------------------------------------------------------------------
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise RecipeError(f"recipe not found: {p}")
-    try:
-        return tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"{p}: invalid TOML: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise RecipeError(f"{p}: not a text file: {exc}") from None
-
+# -- validation ------------------------------------------------------------------------------
 
 def _model_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """Field names of the (sub)model at ``loc``, for 'did you mean' hints."""
@@ -337,80 +384,144 @@ def _model_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return list(getattr(cur, "model_fields", {}))
 
 
-def format_validation_error(
+def _shown(value: Any, limit: int = 80) -> str:
+    """`` (got 'x')`` for a scalar or short value; nothing for a table or long list (the error
+    names its path: no dump of a whole table)."""
+    if isinstance(value, dict) or (isinstance(value, (list, tuple)) and len(repr(value)) > limit):
+        return ""
+    text = repr(value)
+    return f" (got {text if len(text) <= limit else text[: limit - 3] + '...'})"
+
+
+def validation_problems(
     exc: ValidationError, source: str, prefix: str = "", model: type[BaseModel] | None = None
-) -> str:
-    lines = []
+) -> list[tuple[str, str, str]]:
+    """(recipe path, error type, one-line message) of each error."""
+    out = []
     for err in exc.errors():
         loc = tuple(err.get("loc", ()))
-        where = format_loc(((prefix,) if prefix else ()) + loc) or "(top level)"
+        path = format_loc(((prefix,) if prefix else ()) + loc)
         msg = err.get("msg", "invalid")
         hint = ""
         if err.get("type") == "extra_forbidden":
             msg = "unknown key"
             if model is not None and loc:
-                hint = close_matches(str(loc[-1]), _model_fields(model, loc))
                 fields = _model_fields(model, loc)
+                hint = close_matches(str(loc[-1]), fields)
                 if not hint and fields:
                     hint = f" (allowed: {', '.join(fields)})"
-        value = err.get("input")
-        shown = "" if err.get("type") in ("missing", "extra_forbidden") else f" (got {value!r})"
-        lines.append(f"{source}: {where}: {msg}{shown}{hint}")
-    return "\n".join(lines)
+        shown = "" if err.get("type") in ("missing", "extra_forbidden") else _shown(err.get("input"))
+        out.append((path, err.get("type", ""), f"{source}: {path or '(top level)'}: {msg}{shown}{hint}"))
+    return out
 
 
-def validate_recipe(raw: dict[str, Any], source: str = "recipe", plugins=None) -> ResolvedRecipe:
-    """Validate a raw recipe dict (schema and every component block)."""
+def format_validation_error(
+    exc: ValidationError, source: str, prefix: str = "", model: type[BaseModel] | None = None
+) -> str:
+    return "\n".join(m for _, _, m in validation_problems(exc, source, prefix, model))
+
+
+class _Problems(RecipeError):
+    """A RecipeError that also carries (path, error type) of each problem (for ``--set`` retries)."""
+
+    def __init__(self, problems: list[tuple[str, str, str]]):
+        super().__init__("\n".join(m for _, _, m in problems))
+        self.problems = problems
+
+
+def validate_recipe(raw: dict[str, Any], source: str = "recipe", plugins=None, check: bool = True) -> ResolvedRecipe:
+    """Validate a raw recipe dict: the schema, every component block with its plugin's config
+    model, the tracker's options, and (``check``) the metadata checks of :mod:`rdmx.recipe_checks`."""
     from rdmx.plugins import get_plugins
+    from rdmx.recipe_checks import check_recipe
 
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
-        raise RecipeError(format_validation_error(exc, source, model=Recipe)) from None
+        raise _Problems(validation_problems(exc, source, model=Recipe)) from None
     plugins = plugins or get_plugins()
     configs: dict[str, BaseModel] = {}
-    blocks: list[tuple[str, str, Component]] = [
-        (path, kind, getattr(recipe, path)) for path, kind in COMPONENT_BLOCKS
+    blocks: list[tuple[str, str, str, dict[str, Any]]] = [
+        (path, kind, getattr(recipe, path).name, getattr(recipe, path).options()) for path, kind in COMPONENT_BLOCKS
     ]
-    blocks += [(f"battery.encoders[{i}]", "encoders", e) for i, e in enumerate(recipe.battery.encoders)]
-    blocks += [(f"eval.metrics[{i}]", "metrics", m) for i, m in enumerate(recipe.eval.metrics)]
+    blocks += [(f"battery.encoders[{i}]", "encoders", e.name, e.options())
+               for i, e in enumerate(recipe.battery.encoders)]
+    blocks += [(f"eval.metrics[{i}]", "metrics", m.name, m.options()) for i, m in enumerate(recipe.eval.metrics)]
     if recipe.prompts is not None:
-        blocks.append(("prompts", "prompts", recipe.prompts))
+        blocks.append(("prompts", "prompts", recipe.prompts.name, recipe.prompts.options()))
     if recipe.joint.text_encoder is not None:
-        blocks.append(("joint.text_encoder", "encoders", recipe.joint.text_encoder))
-    errors = []
-    for path, kind, block in blocks:
+        blocks.append(("joint.text_encoder", "encoders", recipe.joint.text_encoder.name,
+                       recipe.joint.text_encoder.options()))
+    blocks.append(("tracking", "trackers", recipe.tracking.backend, recipe.tracking.options()))
+    problems: list[tuple[str, str, str]] = []
+    for path, kind, name, options in blocks:
+        key = "backend" if kind == "trackers" else "name"
         try:
-            entry = plugins.get(kind, block.name, where=f"{source}: {path}.name")
+            entry = plugins.get(kind, name, where=f"{source}: {path}.{key}")
         except RdmxError as exc:
-            errors.append(str(exc))
+            problems.append((f"{path}.{key}", "unknown_name", str(exc)))
             continue
         try:
-            configs[path] = entry.config.model_validate(block.options())
+            configs[path] = entry.config.model_validate(options)
         except ValidationError as exc:
-            errors.append(format_validation_error(exc, source, prefix=path, model=entry.config))
+            problems += validation_problems(exc, source, prefix=path, model=entry.config)
     for key, values in recipe.sweep.items():
         if not isinstance(values, list) or not values:
-            errors.append(f"{source}: sweep.{key}: needs a non-empty list of values")
+            problems.append((f"sweep.{key}", "sweep", f"{source}: sweep.{key}: needs a non-empty list of values"))
             continue
         paths = sweep_paths(key)
         if len(paths) > 1:
             bad = [v for v in values if not isinstance(v, list) or len(v) != len(paths)]
             if bad:
-                errors.append(f"{source}: sweep.\"{key}\": ties {len(paths)} paths, so every value must be a "
-                              f"list of {len(paths)} (got {bad[0]!r})")
-    if errors:
-        raise RecipeError("\n".join(errors))
-    return ResolvedRecipe(recipe, configs, source)
+                problems.append((f"sweep.{key}", "sweep", f"{source}: sweep.\"{key}\": ties {len(paths)} paths, so "
+                                 f"every value must be a list of {len(paths)} (got {bad[0]!r})"))
+    if problems:
+        raise _Problems(problems)
+    resolved = ResolvedRecipe(recipe, configs, source)
+    if check:
+        found = check_recipe(resolved, plugins)
+        if found:
+            raise RecipeError("\n".join(found))
+    return resolved
+
+
+def _as_pairs(overrides: list[str] | list[tuple[str, Any]] | None) -> list[tuple[str, Any, str | None]]:
+    """(path, value, the text it was parsed from — None when given parsed)."""
+    out = []
+    for item in overrides or []:
+        if isinstance(item, tuple):
+            out.append((item[0], item[1], None))
+        else:
+            (path, value), = parse_overrides([item])
+            out.append((path, value, item.partition("=")[2].strip()))
+    return out
 
 
 def load_recipe(path: str | Path, overrides: list[str] | list[tuple[str, Any]] | None = None) -> ResolvedRecipe:
-    """Read, override and validate a recipe file."""
-    raw = read_toml(path)
-    pairs = overrides if overrides and isinstance(overrides[0], tuple) else parse_overrides(overrides)  # type: ignore[arg-type]
-    for key, value in pairs:
-        set_path(raw, key, value)
-    return validate_recipe(raw, str(path))
+    """Read a recipe file (includes merged), apply ``--set`` overrides, interpolate environment
+    variables, validate. An override whose text parsed as a number or bool where the field
+    takes a string is retried as the plain text (``--set tracking.run_name=2024``)."""
+    source = str(path)
+    base = read_recipe(path)
+    pairs = _as_pairs(overrides)
+
+    def attempt(as_text: set[str]) -> ResolvedRecipe:
+        raw = copy.deepcopy(base)
+        for key, value, text in pairs:
+            set_path(raw, key, text if key in as_text and text is not None else value)
+        return validate_recipe(interpolate_env(raw, source), source)
+
+    as_text: set[str] = set()
+    while True:  # schema errors come before component errors: retry until no override is left to fix
+        try:
+            return attempt(as_text)
+        except _Problems as exc:
+            wrong_type = {p for p, kind, _ in exc.problems if kind == "string_type"}
+            retry = {k for k, v, text in pairs
+                     if k in wrong_type and k not in as_text and text is not None and not isinstance(v, str)}
+            if not retry:
+                raise
+            as_text |= retry
 
 
 def sweep_paths(key: str) -> list[str]:

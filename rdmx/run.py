@@ -6,14 +6,35 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rdmx.errors import RecipeError
 from rdmx.plugins import get_plugins
 from rdmx.recipe import ResolvedRecipe, sweep_cells
 from rdmx.track.base import NullTracker, Tracker, make_tracker
 from rdmx.train.distributed import from_environment
 
 
+RUNS = Path("runs")
+RESOLVED_RECIPE = "recipe.resolved.toml"
+
+
 def default_out_dir(resolved: ResolvedRecipe) -> Path:
-    return Path("runs") / f"{resolved.recipe.name}-{resolved.fingerprint[:8]}"
+    """``runs/<name>-<fingerprint>``; the name is validated (no path separators), and the folder is
+    checked to stay inside ``runs/`` all the same."""
+    out = RUNS / f"{resolved.recipe.name}-{resolved.fingerprint[:8]}"
+    if out.resolve().parent != RUNS.resolve():
+        raise RecipeError(f"{resolved.source}: name: {resolved.recipe.name!r} would put the run outside runs/")
+    return out
+
+
+def write_resolved_recipe(resolved: ResolvedRecipe, path: Path) -> Path:
+    """The resolved recipe as TOML (atomically): ``rdmx run`` on it reproduces the run's fingerprint."""
+    from rdmx.tomlwrite import dumps
+
+    from rdmx.files import atomic_write_text
+
+    text = (f"# the resolved recipe of {resolved.source} (fingerprint {resolved.fingerprint}); "
+            f"`rdmx run` accepts it as is\n" + dumps(resolved.to_dict()))
+    return atomic_write_text(path, text)
 
 
 def plugin_versions() -> dict[str, str]:
@@ -26,9 +47,9 @@ def _log_common_artifacts(tracker: Tracker, resolved: ResolvedRecipe, out: Path)
     if isinstance(tracker, NullTracker) and not from_environment().main:
         return
 
-    write_json(out / "recipe.resolved.json", resolved.to_dict())
+    write_resolved_recipe(resolved, out / RESOLVED_RECIPE)
     write_json(out / "plugins.json", plugin_versions())
-    tracker.log_artifact(out / "recipe.resolved.json")
+    tracker.log_artifact(out / RESOLVED_RECIPE)
     tracker.log_artifact(out / "plugins.json")
 
 
@@ -155,7 +176,7 @@ def run_recipe(resolved: ResolvedRecipe, out: Path | None = None, progress: bool
 
     out = Path(out) if out else default_out_dir(resolved)
     main = from_environment().main  # under torchrun only rank 0 tracks and writes summaries
-    tracker = SafeTracker(make_tracker(resolved.recipe.tracking) if main else NullTracker())
+    tracker = SafeTracker(make_tracker(resolved) if main else NullTracker())
     if not resolved.recipe.sweep:
         summary = run_one(resolved, out, tracker, progress=progress, resume=resume)
     else:

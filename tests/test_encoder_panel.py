@@ -22,7 +22,7 @@ def test_all_panel_encoders_registered_with_paper_facts():
     reg = Plugins().load().registry("encoders")  # fresh: nothing built yet
     for name, (role, res, dim) in PANEL.items():
         e = reg.get(name)
-        assert (e.meta["role_hint"], e.meta["resolution"], e.meta["dim"]) == (role, res, dim), name
+        assert (e.meta["role_hint"], e.declared("resolution", {}), e.declared("dim", {})) == (role, res, dim), name
         assert e.meta["weights"] == "pretrained" and callable(e.meta["weights_available"])
         assert isinstance(e.factory, str)  # lazy "module:attr"
         fields = e.config.model_fields

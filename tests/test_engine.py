@@ -52,14 +52,14 @@ def test_cli_run_writes_summary_mlflow_run_and_grid(tmp_path):
     assert "raw/conv-a" in run.data.metrics and "weight/pixels" in run.data.metrics
     assert "eval/sw_rK_heldout" in run.data.metrics
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"recipe.resolved.json", "plugins.json", "samples"} <= arts
+    assert {"recipe.resolved.toml", "plugins.json", "samples"} <= arts
     assert len(client.get_metric_history(run.info.run_id, "loss")) == 4
 
 
 def test_dry_run_builds_without_training(tmp_path):
     res = rdmx("run", str(QUICK), "--dry-run", "--set", "train.steps=1", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert "dry run" in res.stdout and "heldout-conv-c (heldout)" in res.stdout
+    assert "dry run" in res.stdout and "encoder 'heldout-conv-c' (toy-conv, plugin builtin.toys) [heldout]" in res.stdout
     assert not (tmp_path / "runs").exists()
 
 

@@ -186,14 +186,12 @@ def test_fingerprint_tracks_content_names_and_preprocessing(nested, tmp_path):
 
 def test_registration_builds_real_data(nested):
     from rdmx.data.plugin import register_datasets
-    from rdmx.registry import Entry
+    from rdmx.testing import registered_entry
 
-    calls = []
-    register_datasets(lambda name, factory, config, description, **meta: calls.append((name, factory, config)))
-    (name, factory, config), = [c for c in calls if c[0] == "image-folder"]
-    assert isinstance(factory, str)
-    entry = Entry("datasets", name, factory, config, "", "test", "0")
+    entry = registered_entry(register_datasets, "test", kind="datasets", name="image-folder")
+    assert entry.name == "image-folder" and isinstance(entry.factory, str)
     data = entry.build({"path": str(nested), "size": 8, "val_count": 2})
+    assert entry.declared("sample_shape", {"path": str(nested), "size": 8}) == (3, 8, 8)
     assert data.num_classes == 3 and len(data.val) == 2 and data.image_size == 8
     with pytest.raises(Exception, match="extra"):
         entry.build({"path": str(nested), "size": 8, "sizes": 3})

@@ -82,7 +82,7 @@ def test_dry_run_builds_every_component_at_tiny_size(folder):
     assert res.returncode == 0, res.stderr[-3000:]
     assert "generator pmf-h:" in res.stdout and "parameters" in res.stdout
     for name in [*TRAIN, "dinov2", "siglip", "flux-vae"]:
-        assert f"encoder {name} (" in res.stdout
+        assert f"encoder '{name}' (" in res.stdout
     assert "estimator mmd-nystrom, balancer lagrangian" in res.stdout
 
 
@@ -91,7 +91,7 @@ def test_missing_warm_start_stops_before_training_with_the_fetch_command(folder,
     res = rdmx("run", str(IMAGENET), "--dry-run", *args(data_sets(folder, size=256)), cwd=folder,
                env={"HF_HOME": str(env / "hf")})
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert "generator (pmf-h" in res.stderr and "rdmx weights fetch pmf-h" in res.stderr
+    assert "generator 'pmf-h', plugin rdmx-pmf" in res.stderr and "rdmx weights fetch pmf-h" in res.stderr
 
 
 @pytest.mark.parametrize("recipe", ["irdm_imagenet_distance", "irdm_imagenet_constrained", "irdm_imagenet_batch"])

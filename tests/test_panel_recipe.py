@@ -4,13 +4,12 @@ builds every panel encoder (tiny random weights) on a synthetic image folder."""
 from __future__ import annotations
 
 import json
-import tomllib
 
 import numpy as np
 import torch
 from PIL import Image
 
-from rdmx.recipe import load_recipe, validate_recipe
+from rdmx.recipe import load_recipe, read_recipe, validate_recipe
 from rdmx.train.build import build_components
 from tests.helpers import ROOT, rdmx
 
@@ -42,7 +41,7 @@ def test_every_panel_encoder_builds_on_a_folder(tmp_path):
             (tmp_path / split / c).mkdir(parents=True)
             for i in range(3):
                 Image.fromarray((rng.random((40, 48, 3)) * 255).astype(np.uint8)).save(tmp_path / split / c / f"{i}.png")
-    raw = tomllib.loads(RECIPE.read_text())
+    raw = read_recipe(RECIPE)  # with the included battery
     raw["data"].update(path=str(tmp_path / "train"), val_path=str(tmp_path / "val"), size=32)
     raw["generator"].update(width=8, noise_dim=8)
     # radio's architecture is remote code (not available offline): validated above, not built here

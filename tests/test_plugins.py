@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from tests.helpers import ROOT, rdmx
 
-FIXTURES = ROOT / "tests" / "plugin_fixtures"
+# every fixture plugin except these loads in the strict/disable tests below
+OTHER_BROKEN = ("ep_package,misspelled_hook,no_hookimpl,registers_nothing,bad_meta,clash_builtin,faulty,"
+                "extras")
 
 
-@pytest.fixture(scope="module")
-def broken_env(tmp_path_factory):
-    """An extra site dir holding three installed plugin distributions that misbehave."""
-    target = tmp_path_factory.mktemp("site")
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-           "--no-index", "--target", str(target)]
-    cmd += [str(FIXTURES / n) for n in ("rdmx-broken-import", "rdmx-broken-register", "rdmx-clash")]
-    subprocess.run(cmd, check=True, capture_output=True, text=True,
-                   env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
-    return {"PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+@pytest.fixture
+def broken_env(plugin_site):
+    """The fixture plugins installed (tests/conftest.py: plugin_site)."""
+    return plugin_site
 
 
 def _plugins(env):
@@ -64,13 +57,14 @@ def test_name_clash_names_both_plugins(broken_env, tmp_path):
 
 
 def test_strict_mode_turns_a_failure_into_an_error(broken_env):
-    out = rdmx("list", "encoders", env={**broken_env, "RDMX_STRICT_PLUGINS": "1"})
+    out = rdmx("list", "encoders", env={**broken_env, "RDMX_STRICT_PLUGINS": "1",
+                                        "RDMX_DISABLE_PLUGINS": OTHER_BROKEN})
     assert out.returncode == 2
     assert "broken_import" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_disable_list_skips_named_plugins(broken_env):
-    env = {**broken_env, "RDMX_DISABLE_PLUGINS": "broken_import,rdmx-broken-register,clash"}
+    env = {**broken_env, "RDMX_DISABLE_PLUGINS": "broken_import,rdmx-broken-register,clash," + OTHER_BROKEN}
     plugins = _plugins(env)
     assert plugins["broken_import"]["status"] == "disabled"
     assert plugins["broken_register"]["status"] == "disabled"

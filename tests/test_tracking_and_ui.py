@@ -27,7 +27,7 @@ def test_example_plugin_encoder_is_usable_by_name(tmp_path):
     recipe.write_text(text.replace('name = "pixels"\nresolution = 16', 'name = "example-hog"\ncells = 2'))
     res = rdmx("run", str(recipe), "--dry-run", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert "encoder example-hog (train): dim 32" in res.stdout
+    assert "encoder 'example-hog' (plugin rdmx-example) [train]: dim 32" in res.stdout
 
 
 def _free_port() -> int:

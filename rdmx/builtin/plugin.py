@@ -84,5 +84,16 @@ class Metrics:
         register_metrics(register)
 
 
+class Tracking:
+    """Experiment trackers: mlflow (the default) and none."""
+
+    @hookimpl
+    def rdmx_register_trackers(self, register):
+        from rdmx.track.plugin import register_trackers
+
+        register_trackers(register)
+
+
 BUILTINS = {"builtin.toys": Toys, "builtin.data": Data, "builtin.estimators": Estimators, "builtin.balancers": Balancers,
-            "builtin.metrics": Metrics}
+            "builtin.metrics": Metrics,
+            "builtin.tracking": Tracking}

@@ -11,6 +11,8 @@ def register_datasets(register) -> None:
         "rdmx.data.configs:build_image_folder",
         config=ImageFolderConfig,
         description="Images from a folder (flat or class sub-directories), ADM centre crop, seeded val split.",
+        kind="images",
+        sample_shape=lambda c: (c.channels, c.size, c.size),
     )
     register(
         "captioned-images",

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from rdmx.registry import ComponentConfig
+from rdmx.registry import ComponentConfig, Seed
 
 # Seed of the evaluation RFF frequencies: a fixed constant no training component uses.
 RFF_SEED = 7_000_003
@@ -18,7 +18,7 @@ RFF_SEED = 7_000_003
 class SwRatioConfig(ComponentConfig):
     n: int = Field(16384, ge=2, description="rows per set (generated, train subsample, val subsample)")
     directions: int = Field(1024, ge=1, description="number M of unit directions, from one shared seed")
-    seed: int = Field(0, description="seed of the directions and of the row subsamples")
+    seed: Seed = Field(0, description="seed of the directions and of the row subsamples")
     chunk: int = Field(128, ge=1, description="directions projected at once (memory: rows x chunk)")
     precision: Literal["float64", "float32"] = Field(
         "float64", description="projection precision; squared differences always accumulate in float64"
@@ -28,13 +28,13 @@ class SwRatioConfig(ComponentConfig):
 class MmdRatioConfig(ComponentConfig):
     n: int = Field(16384, ge=2, description="rows per set")
     features: int = Field(4096, ge=1, description="number D of random frequencies")
-    seed: int = Field(0, description="seed of the row subsamples and of the median-heuristic subsample")
-    rff_seed: int = Field(RFF_SEED, description="seed of the frequencies; disjoint from training seeds")
+    seed: Seed = Field(0, description="seed of the row subsamples and of the median-heuristic subsample")
+    rff_seed: Seed = Field(RFF_SEED, description="seed of the frequencies; disjoint from training seeds")
 
 
 class FdConfig(ComponentConfig):
     n: int = Field(16384, ge=2, description="rows per set")
-    seed: int = Field(0, description="seed of the row subsamples")
+    seed: Seed = Field(0, description="seed of the row subsamples")
 
 
 def register_metrics(register) -> None:

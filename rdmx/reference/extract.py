@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rdmx.components import describe_encoder
 from rdmx.errors import RdmxError
 from rdmx.files import IntegrityError, clean_stale_temps, load_tensors, read_sealed_json, save_tensors, write_sealed_json
 
@@ -157,7 +158,7 @@ def _encoder_device(encoder: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _prepare(directory: Path, base: dict[str, Any]) -> dict[str, Any]:
+def _prepare(directory: Path, base: dict[str, Any], who: str = "") -> dict[str, Any]:
     """Create or reuse the manifest (rank 0); an existing one fixes the shard size."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / MANIFEST
@@ -165,9 +166,10 @@ def _prepare(directory: Path, base: dict[str, Any]) -> dict[str, Any]:
         manifest = read_manifest(directory)
         if manifest.get("rows") != base["rows"] or manifest.get("dim") != base["dim"]:
             raise RdmxError(
-                f"{directory} holds {manifest.get('rows')} rows of dim {manifest.get('dim')}, but this "
-                f"extraction has {base['rows']} rows of dim {base['dim']}; the data or encoder changed "
-                "without changing its fingerprint — delete the directory"
+                f"{who + ': ' if who else ''}{directory} holds {manifest.get('rows')} rows of dim "
+                f"{manifest.get('dim')} cached by earlier code, but this extraction has {base['rows']} rows of "
+                f"dim {base['dim']}: the data or the encoder's code changed without changing its fingerprint "
+                "(an encoder whose features change must bump EncoderSpec.preset_version) — delete the directory"
             )
         return manifest
     manifest = {**base, "complete": False}
@@ -276,6 +278,7 @@ def extract_features(
         raise RdmxError(f"the {split} split is empty: nothing to extract")
     dirs = {name: feature_dir(cache_dir, enc.fingerprint, data_fingerprint, split) for name, enc in encoders.items()}
     unique = {dirs[name]: enc for name, enc in encoders.items()}  # one pass per fingerprint
+    names = {dirs[name]: name for name in encoders}  # how errors name each directory's encoder
 
     def complete(d: Path) -> bool:
         try:
@@ -291,7 +294,7 @@ def extract_features(
             base = {"format": FORMAT, "encoder": enc.fingerprint, "data": data_fingerprint, "split": split,
                     "rows": n, "dim": int(enc.dim), "shard_rows": int(shard_rows),
                     "shards": -(-n // shard_rows)}
-            _prepare(d, base)
+            _prepare(d, base, describe_encoder(names[d], enc))
             clean_stale_temps(d)
     _barrier()
     manifests = {d: read_manifest(d) for d in todo}
@@ -307,7 +310,8 @@ def extract_features(
     num_shards = -(-n // shard_rows)
     missing = {s: [d for d in todo if not (d / shard_name(s)).exists()] for s in range(rank, num_shards, world)}
     missing = {s: ds for s, ds in missing.items() if ds}
-    _run_shards(todo, dataset, missing, shard_rows, batch_size, num_workers, progress and rank == 0, split, on_shard)
+    _run_shards(todo, dataset, missing, shard_rows, batch_size, num_workers, progress and rank == 0, split, on_shard,
+                names)
     _barrier()
     if rank == 0:
         for d, manifest in manifests.items():
@@ -333,8 +337,10 @@ def _plain_worker_errors():
         raise RdmxError(lines[-1].split(": ", 1)[1] if lines else text.splitlines()[0]) from None
 
 
-def _run_shards(todo, dataset, missing, shard_rows, batch_size, num_workers, progress, split, on_shard) -> None:
-    """Compute the missing shards: batches never cross a shard boundary."""
+def _run_shards(todo, dataset, missing, shard_rows, batch_size, num_workers, progress, split, on_shard,
+                names=None) -> None:
+    """Compute the missing shards: batches never cross a shard boundary. Features of the wrong
+    shape or with non-finite values stop the extraction with the encoder named."""
     from tqdm.auto import tqdm
 
     n = len(dataset)
@@ -360,8 +366,14 @@ def _run_shards(todo, dataset, missing, shard_rows, batch_size, num_workers, pro
             for d in missing[s]:
                 enc = todo[d]
                 f = enc(images.to(_encoder_device(enc), non_blocking=True))
+                who = describe_encoder((names or {}).get(d, getattr(enc.spec, "name", "?")), enc)
                 if f.shape != (b - a, enc.dim):
-                    raise RdmxError(f"encoder {enc.fingerprint} returned {tuple(f.shape)}, expected ({b - a}, {enc.dim})")
+                    raise RdmxError(f"{who} returned features of shape {tuple(f.shape)} for {b - a} {split} "
+                                    f"images, expected ({b - a}, {enc.dim}) from its spec (dim={enc.dim})")
+                if not torch.isfinite(f).all():
+                    bad = int((~torch.isfinite(f)).any(dim=1).sum())
+                    raise RdmxError(f"{who} returned non-finite features (NaN or inf) for {bad} of {b - a} real "
+                                    f"{split} images (rows {a}..{b - 1}); nothing was cached for them")
                 parts.setdefault(d, []).append(f.float().cpu())
             labels.append(torch.as_tensor(batch_labels, dtype=torch.long).reshape(-1))
             bar.update(b - a)

@@ -29,21 +29,41 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 @dataclass(frozen=True)
 class EncoderSpec:
-    """Everything that determines an encoder's features."""
+    """Everything that determines an encoder's features; its fingerprint keys every cache.
+
+    The defaults assume nothing: float32 compute, no pretrained weights, no pooling. A preset
+    states its own precision, pooling and weights. Fields:
+
+    * ``name``, ``family``, ``checkpoint``: what it is (checkpoint: hub id, file, or a label).
+    * ``dim``: the feature dimension ``forward`` returns; ``resolution``: the side images are
+      resized to (``resize``: bicubic | bilinear | nearest | none; ``antialias``).
+    * ``mean`` / ``std``: per-channel normalisation after resizing.
+    * ``weights``: "pretrained" | "random" | "none" (no parameters) | a local path;
+      ``revision``: the checkpoint revision or file hash when known; ``seed``: the init seed of
+      random weights.
+    * ``pooling``: a label of how tokens become one vector (``features()`` implements it).
+    * ``dtype``: compute dtype — "float32" (no autocast), "bfloat16" or "float16" (autocast).
+    * ``channels_last``: memory format of the input and weights.
+    * ``preset_version``: the version of the code behind the features. **Bump it whenever a
+      code change alters the features while every other field stays the same** (a fixed
+      preprocessing bug, a different layer): cached reference features are keyed by the
+      fingerprint, so an unchanged version silently reuses features of the old code.
+    * ``extra``: any other (key, value) pairs that change features (tuples, hashable).
+    """
 
     name: str
     family: str  # e.g. "timm", "open_clip", "transformers", "diffusers", "builtin"
     checkpoint: str  # e.g. "convnextv2_base.fcmae_ft_in22k_in1k", or a path
     dim: int
     resolution: int
-    weights: str = "pretrained"  # "pretrained" | "random" | a local path
+    weights: str = "none"  # "pretrained" | "random" | "none" | a local path
     revision: str = ""  # checkpoint revision or file hash where known
     resize: str = "bicubic"  # bicubic | bilinear | nearest | tf1-bilinear (rdmx.represent.resize) | none
     antialias: bool = True
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
-    pooling: str = "cls"
-    dtype: str = "bfloat16"  # compute dtype under autocast; "float32" disables autocast
+    pooling: str = "none"
+    dtype: str = "float32"  # compute dtype under autocast; "float32" disables autocast
     channels_last: bool = False
     preset_version: str = "1"
     seed: int | None = None  # random-weight init seed (weights="random")

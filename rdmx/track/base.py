@@ -69,10 +69,16 @@ class NullTracker(Tracker):
         return None
 
 
-def make_tracker(config) -> Tracker:
-    """The tracker a recipe's ``[tracking]`` block asks for."""
-    if config.backend == "none":
-        return NullTracker()
-    from rdmx.track.mlflow_tracker import MlflowTracker
+def build_null_tracker(config=None) -> NullTracker:
+    """Factory of the ``none`` tracker."""
+    return NullTracker()
 
-    return MlflowTracker(config)
+
+def make_tracker(resolved) -> Tracker:
+    """The tracker a resolved recipe's ``[tracking]`` table asks for (its ``backend`` names a
+    registered tracker; the other keys are that tracker's validated config)."""
+    from rdmx.plugins import get_plugins
+
+    backend = resolved.recipe.tracking.backend
+    entry = get_plugins().get("trackers", backend, where=f"{resolved.source}: tracking.backend")
+    return entry.build(resolved.config("tracking"))

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from rdmx.components import build_checked, describe_encoder
 from rdmx.errors import RdmxError
 from rdmx.plugins import Plugins, get_plugins
 from rdmx.recipe import ResolvedRecipe
@@ -44,14 +45,27 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def _build(plugins: Plugins, kind: str, path: str, name: str, resolved: ResolvedRecipe, *args):
+def _build(plugins: Plugins, kind: str, path: str, name: str, resolved: ResolvedRecipe, *args, label=None):
     entry = plugins.get(kind, name, where=f"{resolved.source}: {path}.name")
-    try:
-        return entry.build(resolved.config(path), *args)
-    except RdmxError as exc:
-        raise RdmxError(f"{resolved.source}: {path} ({name}): {exc}") from None
-    except (ValueError, TypeError, OSError) as exc:
-        raise RdmxError(f"{resolved.source}: {path} ({name}, plugin {entry.plugin}): {exc}") from exc
+    return build_checked(entry, resolved.config(path), *args, label=label, path=path, where=resolved.source)
+
+
+def check_data(resolved: ResolvedRecipe, data) -> None:
+    """What only the opened data can tell: labels for class-joint matching, a non-empty val split
+    (found before any feature is extracted)."""
+    r = resolved.recipe
+    where = f"{resolved.source}: data ({r.data.name})"
+    described = ", ".join(f"{k} = {v!r}" for k, v in resolved.config("data").model_dump().items()
+                          if k in ("path", "val_path", "val_fraction", "val_count"))
+    if r.joint.kind == "class" and getattr(data, "num_classes", 0) == 0:
+        raise RdmxError(f"{resolved.source}: joint.kind = 'class' matches images with their class labels, but "
+                        f"data '{r.data.name}' has no classes ({described or 'unlabelled'}: a class-nested folder "
+                        f"has one sub-folder per class); use joint.kind = 'marginal'")
+    for split in ("train", "val"):
+        if len(getattr(data, split)) == 0:
+            fields = {"val": "val_path / val_fraction / val_count", "train": "path"}[split]
+            raise RdmxError(f"{where}: the {split} split is empty ({described}); set {fields} so that it "
+                            f"holds images")
 
 
 def data_info(data, prompts=None) -> DataInfo:
@@ -96,12 +110,13 @@ def build_components(resolved: ResolvedRecipe, plugins: Plugins | None = None, l
         device = torch.device("cuda", local_rank)  # one GPU per torchrun process
     torch.manual_seed(r.seed)
     data = _build(plugins, "datasets", "data", r.data.name, resolved)
+    check_data(resolved, data)
     prompts = prompt_pool(plugins, resolved, data)
     info = data_info(data, prompts)
     generator = _build(plugins, "generators", "generator", r.generator.name, resolved, info).to(device)
     encoders, roles = {}, {}
     for i, block in enumerate(r.battery.encoders):
-        enc = _build(plugins, "encoders", f"battery.encoders[{i}]", block.name, resolved)
+        enc = _build(plugins, "encoders", f"battery.encoders[{i}]", block.name, resolved, label=block.key())
         weights_dtype = getattr(resolved.config(f"battery.encoders[{i}]"), "weights_dtype", "float32")
         try:
             enc = enc.store_weights_as(weights_dtype)
@@ -120,3 +135,30 @@ def build_components(resolved: ResolvedRecipe, plugins: Plugins | None = None, l
         text_encoder = _build(plugins, "encoders", "joint.text_encoder", r.joint.text_encoder.name, resolved).to(device)
     return Components(data, info, generator, encoders, roles, estimator, balancer, metrics, device, prompts,
                       text_encoder)
+
+
+def probe_components(c: Components, n: int = 2) -> list[str]:
+    """Run ``n`` generated samples through every encoder (the ``--dry-run`` check): the generator's
+    samples must have the data's shape and be finite, each encoder must return finite float32
+    ``(n, spec.dim)`` features. Returns one line per component; raises RdmxError naming the label."""
+    g = torch.Generator().manual_seed(0)
+    gen = c.generator
+    with torch.no_grad():
+        noise = gen.sample_noise(n, g, c.device)
+        cond = gen.sample_conditions(n, g, c.device)
+        x = gen(noise, cond)
+    if tuple(x.shape[1:]) != tuple(c.info.sample_shape) or not torch.isfinite(x).all():
+        raise RdmxError(f"generator: {n} samples have shape {tuple(x.shape)} (finite: "
+                        f"{bool(torch.isfinite(x).all())}); the data's samples are {tuple(c.info.sample_shape)}")
+    lines = []
+    for label, enc in c.encoders.items():
+        with torch.no_grad():
+            f = enc(x)
+        who = describe_encoder(label, enc)
+        if tuple(f.shape) != (n, enc.spec.dim):
+            raise RdmxError(f"{who} returned features of shape {tuple(f.shape)} for {n} samples; its spec "
+                            f"(and registration) say dim={enc.spec.dim}")
+        if f.dtype != torch.float32 or not torch.isfinite(f).all():
+            raise RdmxError(f"{who} returned {f.dtype} features, finite: {bool(torch.isfinite(f).all())}")
+        lines.append(f"{who} [{c.roles[label]}]: dim {enc.spec.dim}, fingerprint {enc.fingerprint}")
+    return lines

@@ -58,6 +58,24 @@ class Evaluation:
         return {k: float(v) for k, v in self.result.flat().items() if not k.startswith(("sw_gen", "sw_val"))}
 
 
+def check_finite(samples: torch.Tensor, feats: Mapping[str, torch.Tensor], encoders: Mapping[str, Any],
+                 step: int | None) -> None:
+    """Evaluation needs finite samples and features: a NaN here names its source, not a linear-
+    algebra routine three calls later."""
+    from rdmx.components import describe_encoder
+    from rdmx.errors import RdmxError
+
+    at = f" at step {step}" if step is not None else ""
+    if not torch.isfinite(samples).all():
+        bad = int((~torch.isfinite(samples.reshape(len(samples), -1))).any(dim=1).sum())
+        raise RdmxError(f"evaluation{at}: the generator made {bad} of {len(samples)} samples with NaN or inf values")
+    for label, f in feats.items():
+        if not torch.isfinite(f).all():
+            bad = int((~torch.isfinite(f)).any(dim=1).sum())
+            raise RdmxError(f"evaluation{at}: {describe_encoder(label, encoders[label])} returned non-finite "
+                            f"features for {bad} of {len(f)} finite generated samples")
+
+
 @torch.no_grad()
 def evaluate_generator(
     generator, encoders: Mapping[str, torch.nn.Module], roles: Mapping[str, str], refs: Mapping[str, Any],
@@ -97,6 +115,7 @@ def evaluate_generator(
                 m.observe(more, more_cond)
     feats = {k: torch.cat([f, *extra[k]]) for k, f in feats.items()}
     all_cond = None if cond is None else torch.cat([cond, *extra_cond])  # one per row of feats
+    check_finite(samples, feats, encoders, step)
     train = {k: refs[k].train_bank for k in encoders}
     val = {k: refs[k].val_bank for k in encoders}
     # each encoder's three sets are cut to min(n, bank rows) by seeded subsamples (mmd_n for MMDr)

@@ -200,6 +200,47 @@ class Trainer:
         self.dist.sum_gradients([p for p in gen.parameters() if p.requires_grad])
         return res
 
+    def diagnose_nonfinite(self, step: int, res) -> str:
+        """Why a step was non-finite, found by probing a few samples: the generator's parameters or
+        samples, an encoder's features, an encoder's gradient at its input, or the loss itself."""
+        from rdmx.components import describe_encoder
+
+        gen = self.c.generator
+        if not all(torch.isfinite(p).all() for p in gen.parameters()):
+            return "the generator's parameters are non-finite"
+        g = step_generator(self.recipe.seed, step, 0)
+        n = min(8, self.recipe.train.batch)
+        noise = gen.sample_noise(n, g, self.c.device)
+        cond = gen.sample_conditions(n, g, self.c.device)
+        with torch.no_grad():
+            x = gen(noise, cond)
+        if not torch.isfinite(x).all():
+            return "the generator's samples are non-finite"
+        causes = []
+        for label in self.c.train_names:
+            enc = self.c.encoders[label]
+            probe = x.detach().clone().requires_grad_(True)
+            f = enc(probe)
+            who = describe_encoder(label, enc)
+            if not torch.isfinite(f).all():
+                causes.append(f"{who} returns non-finite features")
+                continue
+            if not f.requires_grad:
+                causes.append(f"{who} returns features detached from its input (no gradient)")
+                continue
+            w = torch.randn(f.shape, generator=torch.Generator().manual_seed(0)).to(f.device)
+            (f * w).sum().backward()
+            if probe.grad is None or not torch.isfinite(probe.grad).all():
+                causes.append(f"{who} returns finite features but non-finite gradients at its input")
+        if causes:
+            return "; ".join(causes)
+        raws = {k: float(v) for k, v in res.raws.items()}
+        bad = [k for k, v in raws.items() if not math.isfinite(v)]
+        if bad:
+            return (f"the {self.recipe.estimator.name} loss is non-finite for encoder(s) {', '.join(bad)} although "
+                    "their features are finite")
+        return "the loss or the generator's gradient is non-finite although every encoder probes finite"
+
     # -- the loop ----------------------------------------------------------------------------
     def run(self, resume: bool = True, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
         """Train to ``train.steps``; resumes from ``checkpoint`` (already loaded and verified) or
@@ -227,6 +268,7 @@ class Trainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=t.steps, initial=start, desc=r.name, unit="step", dynamic_ncols=True)
+        streak = 0  # consecutive skipped steps
         for step in range(start, t.steps):
             ts = time.perf_counter()
             for group in self.optimizer.param_groups:
@@ -237,9 +279,17 @@ class Trainer:
             finite = math.isfinite(loss) and all(p.grad is None or torch.isfinite(p.grad).all() for p in params)
             if not finite:
                 self.state.skipped += 1
+                streak += 1
                 self.optimizer.zero_grad(set_to_none=True)
                 gnorm = float("nan")
+                if t.max_consecutive_skips and streak >= t.max_consecutive_skips:
+                    raise RdmxError(
+                        f"training stopped at step {step + 1}: {streak} consecutive steps had a non-finite loss or "
+                        f"gradient and were skipped (train.max_consecutive_skips = {t.max_consecutive_skips}); "
+                        f"{self.diagnose_nonfinite(step, res)}. Nothing was trained in those steps; the last "
+                        "checkpoint (if any) is intact")
             else:
+                streak = 0
                 gnorm = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip > 0 else float("inf")))
                 self.optimizer.step()
             raws = {k: float(v) for k, v in res.raws.items()}

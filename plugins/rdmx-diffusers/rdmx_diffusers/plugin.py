@@ -23,6 +23,12 @@ FLUX_VAE = {
 TINY_VAE = {**FLUX_VAE, "block_out_channels": (8, 8, 16, 16), "layers_per_block": 1, "norm_num_groups": 4}
 
 
+def feature_dim(config) -> int:
+    """latent channels × (resolution / 8 / patch)²: the latent mean pooled over patch × patch cells."""
+    grid = (config.resolution or RESOLUTION) // (8 * config.patch)
+    return FLUX_VAE["latent_channels"] * grid * grid
+
+
 class FluxVAEConfig(PresetConfig):
     """FLUX.1 VAE encoder: latent mean pooled over ``patch`` x ``patch`` latent cells."""
 
@@ -38,8 +44,8 @@ def rdmx_register_encoders(register):
         description="FLUX.1-schnell VAE encoder: latent mean, 4x4 patch mean -> 16x8x8 at 256 px (bilinear)",
         family="diffusers",
         checkpoint=f"{REPO}/vae",
-        resolution=RESOLUTION,
-        dim=1024,
+        resolution=lambda c: c.resolution or RESOLUTION,
+        dim=feature_dim,
         pooling="latent_mean_patch4",
         role_hint="heldout",
         **pretrained_meta([SOURCE]),

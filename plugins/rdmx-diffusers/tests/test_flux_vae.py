@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from rdmx.errors import RdmxError, WeightsMissingError
-from rdmx.represent.presets import check_encoder_contract
 from rdmx_diffusers.plugin import rdmx_register_encoders
-from rdmx.testing import registered_entry, isolate_weight_caches
+from rdmx.testing import check_encoder_contract, isolate_weight_caches, registered_entry
 
 
 def _entry():
@@ -27,8 +26,8 @@ def cache(tmp_path, monkeypatch):
 
 
 def test_panel_facts_and_real_size_on_meta():
-    m = ENTRY.meta
-    assert (m["resolution"], m["dim"], m["role_hint"]) == (256, 1024, "heldout")
+    assert (ENTRY.declared("resolution", {}), ENTRY.declared("dim", {}), ENTRY.meta["role_hint"]) == (256, 1024, "heldout")
+    assert ENTRY.declared("dim", {"resolution": 128}) == 16 * 4 * 4  # registered as a function of the config
     with torch.device("meta"):
         enc = ENTRY.build({"weights": "random"})
         f = enc.features(enc.preprocess(torch.empty(2, 3, 100, 100)))
@@ -37,8 +36,7 @@ def test_panel_facts_and_real_size_on_meta():
 
 
 def test_tiny_contract():
-    enc = ENTRY.build({"tiny": True})
-    check_encoder_contract(enc, batch=2, size=48)
+    check_encoder_contract("flux-vae", {"tiny": True}, batch=2, size=48)
 
 
 def test_resolution_must_fit_the_patch_grid():

@@ -19,14 +19,12 @@ from dreamsim.feature_extraction.vision_transformer import VisionTransformer
 from rdmx.errors import RdmxError
 from rdmx.represent.encoder import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderSpec
 from rdmx.represent.presets import load_state_dict, missing_error, resolve_weights, seeded
-from rdmx_dreamsim.plugin import CHECKPOINT, SOURCES, dreamsim_dir
+from rdmx_dreamsim.plugin import BASE, CHECKPOINT, SOURCES, TINY, dreamsim_dir, embedding_dim
 
 PRESET_VERSION = "1"
 BACKBONES = ("dino_vitb16", "clip_vitb16", "open_clip_vitb16")
 NORMS = {"dino_vitb16": (IMAGENET_MEAN, IMAGENET_STD), "clip_vitb16": (CLIP_MEAN, CLIP_STD),
          "open_clip_vitb16": (CLIP_MEAN, CLIP_STD)}
-BASE = {"embed_dim": 768, "depth": 12, "num_heads": 12, "proj_dim": 512}
-TINY = {"embed_dim": 32, "depth": 1, "num_heads": 2, "proj_dim": 16}
 
 
 class QuickGELU(torch.nn.Module):
@@ -129,7 +127,7 @@ def build(config) -> DreamSimEncoder:
         name="dreamsim",
         family="dreamsim",
         checkpoint=CHECKPOINT,
-        dim=arch["embed_dim"] + 2 * arch["proj_dim"],
+        dim=embedding_dim(arch),
         resolution=config.resolution or 224,
         weights=w.spec_weights,
         revision=w.revision,

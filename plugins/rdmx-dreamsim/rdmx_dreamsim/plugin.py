@@ -14,6 +14,14 @@ ENSEMBLE_ZIP = ("https://github.com/ssundaram21/dreamsim/releases/download/v0.2.
                 "dreamsim_ensemble_checkpoint.zip")
 DINO_URL = "https://dl.fbaipublicfiles.com/dino/dino_vitbase16_pretrain/dino_vitbase16_pretrain.pth"
 CHECKPOINT = "dreamsim ensemble v0.2.0 (dino_vitb16 + clip_vitb16 + open_clip_vitb16, LoRA)"
+# the three ViT-B/16 backbones, and a tiny stand-in of the same layout (CPU tests)
+BASE = {"embed_dim": 768, "depth": 12, "num_heads": 12, "proj_dim": 512}
+TINY = {"embed_dim": 32, "depth": 1, "num_heads": 2, "proj_dim": 16}
+
+
+def embedding_dim(arch: dict) -> int:
+    """DINO CLS (embed_dim) + CLIP and OpenCLIP projections (proj_dim each)."""
+    return arch["embed_dim"] + 2 * arch["proj_dim"]
 
 
 def dreamsim_dir() -> Path:
@@ -44,8 +52,8 @@ def rdmx_register_encoders(register):
         description="DreamSim ensemble (DINO CLS + CLIP + OpenCLIP embeddings, LoRA-tuned), 1792-d",
         family="dreamsim",
         checkpoint=CHECKPOINT,
-        resolution=224,
-        dim=1792,
+        resolution=lambda c: c.resolution or 224,
+        dim=lambda c: embedding_dim(TINY if c.tiny else BASE),
         pooling="ensemble_embed",
         role_hint="train",
         **pretrained_meta(SOURCES),

@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from rdmx.errors import RdmxError, WeightsMissingError
-from rdmx.represent.presets import check_encoder_contract
 from rdmx_dreamsim import encoder as ds_encoder
 from rdmx_dreamsim.plugin import rdmx_register_encoders
-from rdmx.testing import registered_entry, isolate_weight_caches
+from rdmx.testing import check_encoder_contract, isolate_weight_caches, registered_entry
 
 
 def _entry():
@@ -29,16 +28,15 @@ def cache(tmp_path, monkeypatch):
 
 
 def test_panel_facts_and_real_size_on_meta():
-    m = ENTRY.meta
-    assert (m["resolution"], m["dim"], m["role_hint"]) == (224, 1792, "train")
+    assert (ENTRY.declared("resolution", {}), ENTRY.declared("dim", {}), ENTRY.meta["role_hint"]) == (224, 1792, "train")
+    assert ENTRY.declared("dim", {"tiny": True}) == 64
     enc = ENTRY.build({"weights": "random"}).to("meta")  # DreamSim's ViT init calls .item(): build on CPU
     f = enc.features(enc.preprocess(torch.empty(2, 3, 50, 50, device="meta")))
     assert f.shape == (2, 1792) and enc.dim == 1792
 
 
 def test_tiny_contract():
-    enc = ENTRY.build({"tiny": True})
-    f = check_encoder_contract(enc, batch=3, size=40)
+    f = check_encoder_contract("dreamsim", {"tiny": True}, batch=3, size=40)
     torch.testing.assert_close(f.norm(dim=1), torch.ones(3), rtol=1e-4, atol=1e-4)  # normalize_embeds
     torch.testing.assert_close(f.mean(dim=1), torch.zeros(3), rtol=0, atol=1e-5)
 

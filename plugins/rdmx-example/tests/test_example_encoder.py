@@ -1,19 +1,24 @@
+"""The example encoder's tests: the contract from rdmx's testing kit, plus what is specific to it.
+
+rdmx's pytest plugin (installed with rdmx) makes the Hugging Face libraries offline and provides
+the fixtures; no conftest is needed."""
+
 import math
 
+import pytest
 import torch
 
+from rdmx.testing import check_encoder_contract
 from rdmx_example.encoder import build
 from rdmx_example.plugin import GradientHistogramConfig
 
 
-def test_shape_frozen_and_gradient_reaches_input():
-    enc = build(GradientHistogramConfig())
-    x = torch.rand(3, 1, 20, 20, requires_grad=True)
-    f = enc(x)
-    assert f.shape == (3, enc.spec.dim) and f.dtype == torch.float32
-    assert not any(p.requires_grad for p in enc.parameters())
-    f.sum().backward()
-    assert x.grad is not None and x.grad.abs().sum() > 0
+@pytest.mark.parametrize("config", [{}, {"cells": 2, "bins": 5, "resolution": 24}])
+def test_contract(config):
+    """Shape, dim vs registration, float32, determinism, gradients, batch invariance, fingerprint."""
+    f = check_encoder_contract("example-hog", config, batch=3, size=20, channels=1, rtol=1e-5)
+    cells, bins = config.get("cells", 4), config.get("bins", 8)
+    assert f.shape == (3, cells * cells * bins)
 
 
 def test_vertical_edge_lands_in_the_horizontal_gradient_bin():
@@ -31,3 +36,10 @@ def test_fingerprint_changes_with_resolution():
     a = build(GradientHistogramConfig()).fingerprint
     b = build(GradientHistogramConfig(resolution=48)).fingerprint
     assert a != b
+
+
+def test_options_are_strict(rdmx_plugins):
+    entry = rdmx_plugins.get("encoders", "example-hog")
+    for bad in ({"cells": "4"}, {"cells": 4.0}, {"bins": True}):
+        with pytest.raises(Exception, match="valid integer"):
+            entry.validate_config(bad)

@@ -31,7 +31,7 @@ def rdmx_register_encoders(register):
         description="FID Inception-v3 (TF-compatible weights), pool3 average, float32",
         family="pytorch-fid",
         checkpoint=CHECKPOINT,
-        resolution=RESOLUTION,
+        resolution=lambda c: c.resolution or (TINY_RESOLUTION if c.tiny else RESOLUTION),
         dim=2048,
         pooling="avg_pool3",
         role_hint="train",

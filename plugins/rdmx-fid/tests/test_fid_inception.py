@@ -8,10 +8,9 @@ import pytest
 import torch
 
 from rdmx.errors import WeightsMissingError
-from rdmx.represent.presets import check_encoder_contract
 from rdmx_fid import encoder as fid_encoder
 from rdmx_fid.plugin import CHECKPOINT, rdmx_register_encoders
-from rdmx.testing import registered_entry, isolate_weight_caches
+from rdmx.testing import check_encoder_contract, isolate_weight_caches, registered_entry
 
 
 def _entry():
@@ -28,7 +27,8 @@ def cache(tmp_path, monkeypatch):
 
 def test_panel_facts():
     m = ENTRY.meta
-    assert (ENTRY.name, m["resolution"], m["dim"], m["role_hint"]) == ("inception", 299, 2048, "train")
+    assert (ENTRY.name, ENTRY.declared("resolution", {}), m["dim"], m["role_hint"]) == ("inception", 299, 2048, "train")
+    assert ENTRY.declared("resolution", {"tiny": True}) == 75
     with torch.device("meta"):
         enc = ENTRY.build({"weights": "random"})
         f = enc.features(enc.preprocess(torch.empty(2, 3, 64, 64)))
@@ -40,9 +40,7 @@ def test_panel_facts():
 
 
 def test_tiny_contract():
-    enc = ENTRY.build({"tiny": True})
-    assert enc.spec.resolution == 75
-    check_encoder_contract(enc, batch=2, size=40, rtol=1e-4)
+    check_encoder_contract("inception", {"tiny": True}, batch=2, size=40, rtol=1e-4)
 
 
 def test_missing_weights_fail_fast(cache):

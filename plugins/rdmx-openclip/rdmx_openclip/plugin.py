@@ -38,7 +38,7 @@ def rdmx_register_encoders(register):
         checkpoint=f"hf-hub:{SIGLIP2_REPO}",
         resolution=None,  # text: see context_length
         context_length=64,
-        dim=1152,
+        dim=lambda c: TINY_EMBED if c.tiny else 1152,
         pooling="last",
         role_hint="text",
         **pretrained_meta([SIGLIP2], modality="text"),

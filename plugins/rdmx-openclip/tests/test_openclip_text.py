@@ -27,7 +27,8 @@ def cache(tmp_path, monkeypatch):
 
 def test_facts_and_real_size_on_meta():
     m = ENTRY.meta
-    assert (m["modality"], m["dim"], m["checkpoint"]) == ("text", 1152, "hf-hub:timm/ViT-SO400M-16-SigLIP2-256")
+    assert (m["modality"], ENTRY.declared("dim", {}), m["checkpoint"]) == ("text", 1152, "hf-hub:timm/ViT-SO400M-16-SigLIP2-256")
+    assert ENTRY.declared("dim", {"tiny": True}) == TINY_EMBED
     with torch.device("meta"):
         enc = ENTRY.build({"weights": "random"})
         f = enc.tower(torch.zeros(2, 64, dtype=torch.long))

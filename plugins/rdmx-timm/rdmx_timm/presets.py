@@ -35,6 +35,11 @@ class TimmPreset:
     description: str = ""
 
     @property
+    def tiny_dim(self) -> int:
+        """Feature dimension of the tiny model (its last width)."""
+        return int(self.tiny["embed_dim"]) if "embed_dim" in self.tiny else int(self.tiny["dims"][-1])
+
+    @property
     def source(self) -> HFSource:
         return HFSource("timm/" + self.checkpoint, (("model.safetensors", "pytorch_model.bin"),))
 

@@ -10,9 +10,8 @@ import torch
 from timm.models import get_pretrained_cfg
 
 from rdmx.errors import RdmxError, WeightsMissingError
-from rdmx.represent.presets import check_encoder_contract
 from rdmx_timm.plugin import rdmx_register_encoders
-from rdmx.testing import isolate_weight_caches
+from rdmx.testing import check_encoder_contract, isolate_weight_caches, registered_entries
 
 # The paper panel (shared/reference/panel.md), written out independently of the presets module.
 PANEL = {
@@ -30,37 +29,27 @@ POOLING = {"convnext": "spatial_mean", "mae": "mean_patch", "clip": "cls", "dino
            "siglip2": "attn_pool", "aimv2": "mean_patch", "dinov2": "cls", "siglip": "attn_pool"}
 
 
-def _entries():
-    got = {}
-
-    def register(name, factory, config, description="", **meta):
-        got[name] = (factory, config, meta)
-
-    rdmx_register_encoders(register)
-    return got
-
-
-ENTRIES = _entries()
+ENTRIES = registered_entries(rdmx_register_encoders, "rdmx-timm")
 
 
 def build(name, **cfg):
-    factory, config, _ = ENTRIES[name]
-    from rdmx.registry import Entry
-
-    return Entry("encoders", name, factory, config, "", "rdmx-timm", "0", {}).build(cfg)
+    return ENTRIES[name].build(cfg)
 
 
 def test_panel_presets_match_the_paper():
     for name, (ckpt, res, dim, role) in PANEL.items():
-        meta = ENTRIES[name][2]
-        assert (meta["checkpoint"], meta["resolution"], meta["dim"], meta["role_hint"]) == (ckpt, res, dim, role)
+        e = ENTRIES[name]
+        meta = e.meta
+        assert (meta["checkpoint"], e.declared("resolution", {}), e.declared("dim", {}), meta["role_hint"]) == (
+            ckpt, res, dim, role)
+        assert e.declared("resolution", {"resolution": 64}) == 64 and e.declared("dim", {"tiny": True}) == 32
         assert meta["pooling"] == POOLING[name]
         assert meta["family"] == "timm" and meta["weights"] == "pretrained"
 
 
 @pytest.mark.parametrize("name", sorted(ENTRIES))
 def test_normalisation_is_the_checkpoints_pretrained_config(name):
-    enc_meta = ENTRIES[name][2]
+    enc_meta = ENTRIES[name].meta
     cfg = get_pretrained_cfg(enc_meta["checkpoint"])
     with torch.device("meta"):
         enc = build(name, weights="random")
@@ -70,21 +59,22 @@ def test_normalisation_is_the_checkpoints_pretrained_config(name):
 
 @pytest.mark.parametrize("name", sorted(ENTRIES))
 def test_real_size_dim_on_meta(name):
-    meta = ENTRIES[name][2]
+    entry = ENTRIES[name]
     with torch.device("meta"):
         enc = build(name, weights="random")
         f = enc.features(enc.preprocess(torch.empty(2, 3, 97, 97)))
-    assert tuple(f.shape) == (2, meta["dim"]) == (2, enc.dim)
-    assert enc.spec.resolution == meta["resolution"]
+    assert tuple(f.shape) == (2, entry.declared("dim", {})) == (2, enc.dim)
+    assert enc.spec.resolution == entry.declared("resolution", {})
     assert enc.spec.dtype == "bfloat16"
     assert enc.spec.channels_last == name.startswith("convnext")
 
 
 @pytest.mark.parametrize("name", sorted(ENTRIES))
 def test_tiny_contract(name):
-    enc = build(name, weights="random", tiny=True, seed=1)
-    assert enc.spec.weights == "random" and enc.spec.seed == 1
-    check_encoder_contract(enc, batch=3, size=40)
+    f = check_encoder_contract(name, {"weights": "random", "tiny": True, "seed": 1}, batch=3, size=40)
+    assert f.shape == (3, 32)
+    spec = build(name, weights="random", tiny=True, seed=1).spec
+    assert spec.weights == "random" and spec.seed == 1
 
 
 def test_seed_controls_random_init():
@@ -132,7 +122,7 @@ def empty_cache(tmp_path, monkeypatch):
 
 
 def test_missing_pretrained_weights_fail_fast(empty_cache):
-    assert ENTRIES["dinov2"][2]["weights_available"]() is False
+    assert ENTRIES["dinov2"].meta["weights_available"]() is False
     t = time.perf_counter()
     with pytest.raises(WeightsMissingError) as err:
         build("dinov2")
@@ -158,7 +148,7 @@ def test_pretrained_from_hub_cache_resamples_position_embedding(empty_cache):
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("0123abcd")
     save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(snap / "model.safetensors"))
-    assert ENTRIES["dinov2-vits14"][2]["weights_available"]() is True
+    assert ENTRIES["dinov2-vits14"].meta["weights_available"]() is True
 
     enc = build("dinov2-vits14")
     assert enc.spec.weights == "pretrained" and enc.spec.revision == "0123abcd" and enc.spec.seed is None

@@ -8,20 +8,10 @@ import pytest
 import torch
 
 from rdmx.errors import RdmxError, WeightsMissingError
-from rdmx.registry import Entry
-from rdmx.represent.presets import check_encoder_contract
+from rdmx.testing import check_encoder_contract, isolate_weight_caches, registered_entries
 from rdmx_transformers.plugin import rdmx_register_encoders
-from rdmx.testing import isolate_weight_caches
 
-
-def _entries():
-    got = {}
-    rdmx_register_encoders(lambda name, factory, config, description="", **meta: got.update(
-        {name: Entry("encoders", name, factory, config, description, "rdmx-transformers", "0", meta)}))
-    return got
-
-
-E = _entries()
+E = registered_entries(rdmx_register_encoders, "rdmx-transformers")
 
 
 @pytest.fixture
@@ -30,11 +20,12 @@ def cache(tmp_path, monkeypatch):
 
 
 def test_panel_facts():
-    w, r = E["webssl"].meta, E["radio"].meta
-    assert (w["checkpoint"], w["resolution"], w["dim"], w["pooling"], w["role_hint"]) == (
-        "facebook/webssl-dino1b-full2b-224", 224, 1536, "cls", "train")
-    assert (r["checkpoint"], r["resolution"], r["dim"], r["pooling"], r["role_hint"]) == (
-        "nvidia/C-RADIOv3-L", 256, 3072, "summary", "heldout")
+    w, r = E["webssl"], E["radio"]
+    assert (w.meta["checkpoint"], w.declared("resolution", {}), w.declared("dim", {}), w.meta["pooling"],
+            w.meta["role_hint"]) == ("facebook/webssl-dino1b-full2b-224", 224, 1536, "cls", "train")
+    assert (r.meta["checkpoint"], r.declared("resolution", {}), r.declared("dim", {}), r.meta["pooling"],
+            r.meta["role_hint"]) == ("nvidia/C-RADIOv3-L", 256, 3072, "summary", "heldout")
+    assert w.declared("dim", {"tiny": True}) == 32
 
 
 def test_webssl_real_size_on_meta():
@@ -48,7 +39,7 @@ def test_webssl_real_size_on_meta():
 
 
 def test_webssl_tiny_contract():
-    check_encoder_contract(E["webssl"].build({"tiny": True}), batch=3, size=40)
+    check_encoder_contract("webssl", {"tiny": True}, batch=3, size=40)
 
 
 def test_webssl_missing_weights_fail_fast(cache):

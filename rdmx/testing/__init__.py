@@ -1,22 +1,33 @@
-"""Helpers for testing rdmx components and plugins (rdmx's own tests and third-party plugins)."""
+"""The testing kit for rdmx and its plugins.
+
+* :func:`check_encoder_contract` — the encoder contract as one call (``rdmx.testing.contract``).
+* :func:`registered_entries` / :func:`registered_entry` — what a hook registers, validated
+  exactly as at load time (config model, typed metadata), without installing the plugin.
+* :func:`isolate_weight_caches` — empty Hugging Face / torch-hub caches for "weights missing"
+  tests; :func:`tiny_conv` — a tiny counting conv encoder.
+* A pytest plugin (entry point ``pytest11``: ``rdmx.testing.pytest_plugin``), active in every
+  pytest session where rdmx is installed: the Hugging Face libraries run offline, and fixtures
+  ``rdmx_offline_cache`` (empty weight caches), ``rdmx_plugins`` (a fresh plugin load) and
+  ``rdmx_cache_dir`` (a reference cache folder) are available to plugin tests.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
-from rdmx.registry import Entry
+from rdmx.registry import Entry, make_register
+from rdmx.testing.contract import ContractError, check_encoder_contract
+
+__all__ = ["ContractError", "check_encoder_contract", "registered_entries", "registered_entry",
+           "isolate_weight_caches", "tiny_conv"]
 
 
 def registered_entries(hook: Callable, plugin: str, kind: str = "encoders") -> dict[str, Entry]:
-    """The entries one plugin hook registers, without going through entry points."""
-    got: dict[str, Entry] = {}
-
-    def register(name, factory, config, description="", **meta):
-        got[name] = Entry(kind, name, factory, config, description, plugin, "0", meta)
-
-    hook(register)
-    return got
+    """The entries one plugin hook registers (checked like at load time), by name."""
+    staged: list[Entry] = []
+    hook(make_register(kind, plugin, "0", staged))
+    return {e.name: e for e in staged}
 
 
 def registered_entry(hook: Callable, plugin: str, kind: str = "encoders", name: str | None = None) -> Entry:
@@ -46,7 +57,7 @@ def tiny_conv(seed: int, dim: int, width: int):
         def __init__(self):
             super().__init__(EncoderSpec(name=f"tiny{seed}", family="test", checkpoint="tiny-conv", dim=dim,
                                          resolution=12, weights="random", seed=seed, dtype="float32",
-                                         resize="bilinear"))
+                                         resize="bilinear", pooling="mean"))
             g = torch.Generator().manual_seed(seed)
             self.conv = torch.nn.Conv2d(3, width, 3)
             self.head = torch.nn.Linear(width, dim)

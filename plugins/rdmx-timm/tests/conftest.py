@@ -1,6 +1,0 @@
-"""Plugin tests never touch the network."""
-
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -1,0 +1,1 @@
+"""rdmx test fixture plugin."""

@@ -1,0 +1,1 @@
+"""The entry point names this package, but the hooks live in rdmx_ep_package.plugin."""

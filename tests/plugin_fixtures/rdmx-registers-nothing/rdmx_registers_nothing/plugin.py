@@ -1,0 +1,8 @@
+"""A valid hook that never calls register()."""
+
+from rdmx import hookimpl
+
+
+@hookimpl
+def rdmx_register_encoders(register):
+    return None
