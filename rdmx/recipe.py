@@ -38,6 +38,8 @@ class Component(BaseModel):
 class BatteryEncoder(Component):
     role: Literal["train", "heldout"] = "train"
     label: str | None = Field(default=None, description="name in logs; defaults to the encoder name")
+    weights_dtype: Literal["float32", "bfloat16"] | None = Field(
+        default=None, description="dtype the frozen weights are held in; default battery.weights_dtype")
 
     def key(self) -> str:
         return self.label or self.name
@@ -45,6 +47,9 @@ class BatteryEncoder(Component):
 
 class Battery(_Strict):
     encoders: list[BatteryEncoder] = Field(min_length=1)
+    weights_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="frozen weights of every encoder that computes under bf16 autocast are held "
+                               "in this dtype (float32-compute encoders such as FID Inception keep float32)")
 
     @model_validator(mode="after")
     def _unique_labels(self) -> Battery:
@@ -64,7 +69,9 @@ class Battery(_Strict):
 class TrainConfig(_Strict):
     steps: int = Field(1000, ge=0)
     batch: int = Field(256, ge=1, description="generated batch N per step (global)")
-    micro_batch: int = Field(0, ge=0, description="chunk size for gradient caching; 0 = batch")
+    micro_batch: int | Literal["auto"] = Field(
+        0, description="chunk size for gradient caching; 0 = the whole per-process batch; "
+                       "'auto' = the largest divisor of the per-process batch that fits in memory")
     lr: float = Field(1e-4, gt=0)
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = Field(0.0, ge=0)
@@ -73,12 +80,21 @@ class TrainConfig(_Strict):
     lr_min: float = Field(0.0, ge=0)
     loss_scale: Literal["none", "accumulation"] = "none"
     device: str = "auto"
+    compile: bool = Field(False, description="torch.compile the generator and every encoder")
+    shard: Literal["none", "fsdp"] = Field(
+        "none", description="'fsdp': shard the generator with FSDP2 (per shard_units() block) under torchrun")
+    activation_checkpointing: bool = Field(
+        False, description="recompute each of the generator's shard_units() blocks in backward")
     sample_every: int = Field(0, ge=0)
     checkpoint_every: int = Field(0, ge=0)
     log_every: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _chunks(self) -> TrainConfig:
+        if self.micro_batch == "auto":
+            return self
+        if self.micro_batch < 0:
+            raise ValueError(f"micro_batch must be >= 0 or 'auto', got {self.micro_batch}")
         mb = self.micro_batch or self.batch
         if self.batch % mb:
             raise ValueError(
@@ -91,6 +107,8 @@ class TrainConfig(_Strict):
 class EvalConfig(_Strict):
     every: int = Field(0, ge=0, description="evaluate every K steps (and at step 0); 0 = start and end only")
     n: int = Field(16384, ge=2)
+    chunk: int = Field(0, ge=0, description="samples generated and encoded at once (no gradients); "
+                                             "0 = 4 × the training micro batch")
     directions: int = Field(1024, ge=1)
     seed: int = 0
     suite: list[Literal["sw", "mmdr", "fd"]] = Field(
@@ -138,7 +156,7 @@ COMPONENT_BLOCKS: tuple[tuple[str, str], ...] = (
     ("estimator", "estimators"),
     ("balancer", "balancers"),
 )
-_RESERVED = {"name", "role", "label"}
+_RESERVED = {"name", "role", "label", "weights_dtype"}
 
 
 class ResolvedRecipe:

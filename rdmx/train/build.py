@@ -59,6 +59,18 @@ def data_info(data) -> DataInfo:
     return DataInfo(shape, data.num_classes, tuple(data.class_names))
 
 
+def hold_weights(enc, own: str | None, battery: str, where: str):
+    """The encoder with its frozen weights in its own ``weights_dtype``, else the battery's; the
+    battery-wide setting leaves encoders that compute in float32 (FID Inception) in float32."""
+    dtype = own or battery
+    if own is None and getattr(enc.spec, "dtype", "float32") == "float32":
+        return enc
+    try:
+        return enc.hold_weights_in(dtype)
+    except ValueError as exc:
+        raise RdmxError(f"{where}.weights_dtype: {exc}") from None
+
+
 def build_components(resolved: ResolvedRecipe, plugins: Plugins | None = None, local_rank: int = 0) -> Components:
     plugins = plugins or get_plugins()
     r = resolved.recipe
@@ -72,6 +84,7 @@ def build_components(resolved: ResolvedRecipe, plugins: Plugins | None = None, l
     encoders, roles = {}, {}
     for i, block in enumerate(r.battery.encoders):
         enc = _build(plugins, "encoders", f"battery.encoders[{i}]", block.name, resolved)
+        enc = hold_weights(enc, block.weights_dtype, r.battery.weights_dtype, f"{resolved.source}: battery.encoders[{i}]")
         encoders[block.key()] = enc.to(device)
         roles[block.key()] = block.role
     estimator = _build(plugins, "estimators", "estimator", r.estimator.name, resolved)

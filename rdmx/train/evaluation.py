@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from rdmx.train.sampling import encode_all, generate
+from rdmx.train.sampling import generate_features
 
 EVAL_NOISE_SALT = 12345  # eval noise = eval.seed + this: the same samples for every checkpoint
 
@@ -19,7 +19,7 @@ EVAL_NOISE_SALT = 12345  # eval noise = eval.seed + this: the same samples for e
 @dataclass
 class Evaluation:
     result: Any  # rdmx.evaluate.suite.EvalResult (extra metrics merged into its summary)
-    samples: torch.Tensor
+    samples: torch.Tensor | None  # kept (CPU) only when asked for or when a metric reads them
     cond: torch.Tensor | None
 
     def scalars(self) -> dict[str, float]:
@@ -31,14 +31,22 @@ class Evaluation:
 def evaluate_generator(
     generator, encoders: Mapping[str, torch.nn.Module], roles: Mapping[str, str], refs: Mapping[str, Any],
     eval_config, *, chunk: int, device: torch.device, metrics=(), data=None, step: int | None = None,
-) -> Evaluation:
-    """``eval_config`` is the recipe's ``[eval]`` block; ``refs`` hold each encoder's banks."""
+    keep_samples: bool = False, dist=None,
+) -> Evaluation | None:
+    """``eval_config`` is the recipe's ``[eval]`` block; ``refs`` hold each encoder's banks; samples
+    are generated and encoded ``chunk`` at a time, without gradients.
+
+    Under torchrun every rank must call this (the ranks share the generation, see
+    :func:`rdmx.train.sampling.generate_features`); rank 0 computes the metrics and returns them,
+    the other ranks return None."""
     from rdmx.evaluate.base import EncoderFeatures, EvalContext
     from rdmx.evaluate.suite import evaluate_features
 
     e = eval_config
-    samples, cond = generate(generator, e.n, e.seed + EVAL_NOISE_SALT, chunk, device)
-    feats = encode_all(encoders, samples, chunk)
+    feats, samples, cond = generate_features(generator, encoders, e.n, e.seed + EVAL_NOISE_SALT, chunk, device,
+                                             keep_samples=keep_samples or bool(metrics), dist=dist)
+    if dist is not None and not dist.main:
+        return None
     train = {k: refs[k].train_bank for k in encoders}
     val = {k: refs[k].val_bank for k in encoders}
     # each encoder's three sets are cut to min(n, bank rows) by seeded subsamples

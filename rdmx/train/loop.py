@@ -1,10 +1,14 @@
-"""The training loop (CPU, one GPU, or data-parallel under torchrun): gradient-cached steps,
-balancing, evaluation at step 0 and every K steps, sample grids, atomic checkpoints, tracking."""
+"""The training loop (CPU, one GPU, or data-parallel under torchrun, optionally with the
+generator sharded by FSDP2): gradient-cached steps, balancing, evaluation at step 0 and every K
+steps, sample grids, atomic checkpoints, tracking. Running out of memory anywhere is one message
+naming the setting to lower."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +22,9 @@ from rdmx.recipe import ResolvedRecipe
 from rdmx.samples import save_grid
 from rdmx.track.base import NullTracker, Tracker
 from rdmx.train.build import Components, build_components
-from rdmx.train.checkpoint import load_checkpoint, save_checkpoint
+from rdmx.train import micro_batch as auto_micro
+from rdmx.train import shard
+from rdmx.train.checkpoint import load_checkpoint, restore_training_state, save_checkpoint, training_state
 from rdmx.train.distributed import DistContext, from_environment
 from rdmx.train.gradcache import cached_backward, direct_backward
 from rdmx.train.evaluation import evaluate_generator
@@ -50,7 +56,8 @@ class Trainer:
         self.out = Path(out_dir)
         self.dist = dist or from_environment()
         t = self.recipe.train
-        if t.batch % ((t.micro_batch or 1) * self.dist.world):
+        fixed = 1 if t.micro_batch == "auto" else (t.micro_batch or 1)
+        if t.batch % (fixed * self.dist.world):
             raise RdmxError(
                 f"train.batch ({t.batch}) must be a multiple of micro_batch × world size "
                 f"({t.micro_batch or 1} × {self.dist.world}): N = micro_batch × world_size × accumulation"
@@ -60,6 +67,70 @@ class Trainer:
         self.c = components or build_components(resolved, local_rank=self.dist.local_rank)
         self.refs: dict[str, Any] = {}
         self.state = RunState()
+        self.sharded = self._prepare_generator()
+        if t.micro_batch == "auto" and self.sharded:
+            raise RdmxError(
+                "train.micro_batch = 'auto' cannot probe a generator sharded with FSDP2 (train.shard = \"fsdp\"): "
+                "its forward and backward are collectives, and an out-of-memory error on one rank would leave "
+                "the others waiting; probe it unsharded on one GPU, or set train.micro_batch")
+        self._micro: int | None = None if t.micro_batch == "auto" else min(t.micro_batch or self.local_batch,
+                                                                         self.local_batch)
+        self.probe_budget: int | None = None  # saved-activation budget of the "auto" probe (default: see micro_batch)
+        self.phase = None  # a phase(name) context factory for benchmarks (rdmx.train.gradcache.PHASES)
+
+    def _prepare_generator(self) -> bool:
+        """Activation checkpointing, FSDP2 sharding and torch.compile as the recipe asks; True when
+        the generator is sharded."""
+        t = self.recipe.train
+        gen = self.c.generator
+        units = shard.shard_units(gen)
+        if (t.activation_checkpointing or t.shard == "fsdp") and not units:
+            self.log(f"generator '{self.recipe.generator.name}' lists no shard_units(): "
+                     f"{'activation checkpointing and ' if t.activation_checkpointing else ''}sharding act on it whole")
+            units = [gen] if t.activation_checkpointing else []
+        if t.activation_checkpointing:
+            shard.checkpoint_units(units)
+        sharded = False
+        if t.shard == "fsdp":
+            if self.dist.world > 1:
+                shard.fully_shard_generator(gen, [u for u in units if u is not gen], self.c.device, self.dist.world)
+                sharded = True
+            else:
+                self.log("train.shard = 'fsdp' in one process: the generator is not sharded")
+        if t.compile:
+            shard.compile_modules(gen, self.c.encoders)
+        return sharded
+
+    def log(self, message: str) -> None:
+        """A line on stderr from rank 0 (run set-up decisions: the probed micro batch, sharding)."""
+        if self.dist.main:
+            print(f"rdmx: {message}", file=sys.stderr, flush=True)
+
+    # -- batch geometry ----------------------------------------------------------------------
+    @property
+    def local_batch(self) -> int:
+        """This process's rows of the global batch N."""
+        return self.recipe.train.batch // self.dist.world
+
+    @property
+    def micro_batch(self) -> int:
+        """The gradient-caching chunk (``train.micro_batch``; probed once when "auto")."""
+        if self._micro is None:
+            train_encoders = {k: self.c.encoders[k] for k in self.c.train_names}
+            try:
+                m = auto_micro.probe_micro_batch(self.c.generator, train_encoders, self.local_batch, self.c.device,
+                                                 budget_bytes=self.probe_budget, log=self.log)
+            finally:
+                auto_micro.free_memory(self.c.device)
+            self._micro = auto_micro.agree(m, self.c.device)
+            if self._micro != m:
+                self.log(f"train.micro_batch = 'auto': {self._micro}, the smallest over the ranks")
+            self.tracker.log_metrics({"micro_batch": float(self._micro)}, 0)
+        return self._micro
+
+    @property
+    def accumulation(self) -> int:
+        return self.local_batch // self.micro_batch
 
     # -- set-up ----------------------------------------------------------------------------
     def prepare_references(self) -> None:
@@ -88,19 +159,25 @@ class Trainer:
             return t.lr
         return t.lr_min + 0.5 * (t.lr - t.lr_min) * (1 + math.cos(math.pi * step / max(t.steps - 1, 1)))
 
+    @property
+    def eval_chunk(self) -> int:
+        """Samples generated and encoded at once in evaluation: ``eval.chunk``, else 4 × micro batch."""
+        return eval_chunk(self.recipe, self.micro_batch)
+
     def generate(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``n`` samples from fixed noise (the same for every checkpoint with the same seed)."""
-        chunk = self.recipe.train.micro_batch or self.recipe.train.batch
-        return generate(self.c.generator, n, seed, chunk, self.c.device)
+        return generate(self.c.generator, n, seed, self.eval_chunk, self.c.device)
 
     def evaluate(self, step: int) -> dict[str, float]:
-        """Off-objective evaluation of the current generator (see rdmx.train.evaluation); rank 0 only."""
-        if not self.dist.main:
+        """Off-objective evaluation of the current generator (see rdmx.train.evaluation): every rank
+        generates and encodes a share of the samples, rank 0 computes, tracks and returns the metrics."""
+        with self.out_of_memory(f"the evaluation at step {step}", "eval.chunk", self.eval_chunk):
+            ev = evaluate_generator(self.c.generator, self.c.encoders, self.c.roles, self.refs, self.recipe.eval,
+                                    chunk=self.eval_chunk, device=self.c.device, metrics=self.c.metrics,
+                                    data=self.c.data, step=step, keep_samples=not self.c.info.is_image,
+                                    dist=self.dist)
+        if ev is None:
             return {}
-        t = self.recipe.train
-        ev = evaluate_generator(self.c.generator, self.c.encoders, self.c.roles, self.refs, self.recipe.eval,
-                                chunk=t.micro_batch or t.batch, device=self.c.device, metrics=self.c.metrics,
-                                data=self.c.data, step=step)
         self.last_samples = ev.samples
         metrics = {f"eval/{k}": v for k, v in ev.scalars().items()}
         self.state.evals[step] = metrics
@@ -108,7 +185,8 @@ class Trainer:
         return metrics
 
     def save_samples(self, step: int) -> Path | None:
-        if not self.c.info.is_image or not self.dist.main:
+        """A labelled grid from fixed noise (rank 0 writes it; a sharded generator runs on every rank)."""
+        if not self.c.info.is_image or not (self.dist.main or self.sharded):
             return None
         info = self.c.info
         k = max(info.num_classes, 1)
@@ -119,6 +197,8 @@ class Trainer:
         cond = (torch.arange(k, device=self.c.device).repeat_interleave(cols) if info.num_classes else None)
         with torch.no_grad():
             imgs = gen(noise, cond)
+        if not self.dist.main:
+            return None
         labels = ([info.class_names[i] for i in cond.tolist()] if cond is not None else None)
         path = save_grid(imgs, self.out / "samples" / f"step-{step:06d}.png", labels=labels, columns=cols,
                          scale=max(1, 64 // imgs.shape[-1]), title=f"{self.recipe.name} step {step}")
@@ -126,26 +206,29 @@ class Trainer:
         return path
 
     def checkpoint(self, step: int) -> Path:
+        """One atomic file on rank 0 (a sharded generator's full state is gathered there first)."""
         path = self.out / "checkpoints" / "last.pt"
+        state = training_state(self.c.generator, self.optimizer, True) if self.sharded else None
         if not self.dist.main:
             return path
         save_checkpoint(path, step=step, generator=self.c.generator, optimizer=self.optimizer,
                         balancer=self.c.balancer, fingerprint=self.resolved.fingerprint,
-                        run_id=self.tracker.run_id, extra={"history_tail": self.state.history[-5:]})
+                        run_id=self.tracker.run_id, extra={"history_tail": self.state.history[-5:]}, state=state)
         return path
 
     def compute_gradient(self, step: int):
         """Accumulate into the generator's ``.grad`` the full-batch gradient of step ``step``'s loss.
 
         Every rank draws the same global noise and keeps its slice; gradient caching bounds memory
-        by one micro-chunk; under torchrun the features are gathered and the gradients summed, so
-        every rank holds the single-process gradient."""
+        by one micro-chunk and one encoder; under torchrun the features are gathered and the
+        gradients summed (by FSDP2's reduce-scatter when sharded), so every rank holds the
+        single-process gradient (its shard of it when sharded)."""
         r, t = self.recipe, self.recipe.train
         gen = self.c.generator
-        local = t.batch // self.dist.world  # this rank's share of the global batch N
-        micro = min(t.micro_batch or local, local)
-        accumulation = t.batch // (micro * self.dist.world)
-        grad_scale = 1.0 / accumulation if t.loss_scale == "accumulation" else 1.0
+        local = self.local_batch  # this rank's share of the global batch N
+        micro = self.micro_batch
+        # the gradient scale: decided here, once (N = micro × world × accumulation)
+        grad_scale = 1.0 / self.accumulation if t.loss_scale == "accumulation" else 1.0
         gather = self.dist.gather if self.dist.world > 1 else None
         rows = self.dist.slice(t.batch)
         g = step_generator(r.seed, step, 0)
@@ -156,12 +239,55 @@ class Trainer:
         refs = {k: self.refs[k].reference for k in self.c.train_names}
         loss_fn = make_loss_fn(self.c.estimator, refs, self.c.balancer.weights, lambda: estimator_rng)
         train_encoders = {k: self.c.encoders[k] for k in self.c.train_names}
-        if micro < local:  # gradient caching: memory bounded by one micro-chunk
-            res = cached_backward(gen, train_encoders, noise, cond, loss_fn, micro, gather=gather, grad_scale=grad_scale)
+        if micro < local:  # gradient caching: memory bounded by one micro-chunk and one encoder
+            res = cached_backward(gen, train_encoders, noise, cond, loss_fn, micro, gather=gather,
+                                  grad_scale=grad_scale, phase=self.phase)
         else:  # the whole share fits: the same gradient in one pass
             res = direct_backward(gen, train_encoders, noise, cond, loss_fn, grad_scale=grad_scale, gather=gather)
-        self.dist.sum_gradients([p for p in gen.parameters() if p.requires_grad])
+        if not self.sharded:  # FSDP2 sums in its reduce-scatter
+            self.dist.sum_gradients([p for p in gen.parameters() if p.requires_grad])
         return res
+
+    def grads_finite(self, params) -> bool:
+        """Every gradient finite (on every rank's shard when sharded)."""
+        ok = all(p.grad is None or bool(torch.isfinite(shard.local(p.grad)).all()) for p in params)
+        return bool(auto_micro.agree(int(ok), self.c.device)) if self.sharded else ok
+
+    @contextlib.contextmanager
+    def out_of_memory(self, where: str, setting: str, value, extra: str = ""):
+        """Turn ``torch.OutOfMemoryError`` in the block into one message naming ``setting``."""
+        try:
+            yield
+        except torch.OutOfMemoryError:
+            auto_micro.free_memory(self.c.device)
+            raise auto_micro.out_of_memory(where, setting, value, extra) from None
+
+    def resume(self) -> int:
+        """Load ``out/checkpoints/last.pt`` when there is one (generator, optimiser, balancer, RNG);
+        returns the step to start at. Sharded: rank 0 reads the file and broadcasts."""
+        path = self.out / "checkpoints" / "last.pt"
+        gen, fp = self.c.generator, self.resolved.fingerprint
+        if not self.sharded:
+            if not path.is_file():
+                return 0
+            ckpt = load_checkpoint(path, fp)
+            restore_training_state(gen, self.optimizer, ckpt, False)
+        else:
+            import torch.distributed as tdist
+
+            ckpt = load_checkpoint(path, fp) if self.dist.main and path.is_file() else None
+            found = [ckpt is not None]
+            tdist.broadcast_object_list(found, src=0)
+            if not found[0]:
+                return 0
+            restore_training_state(gen, self.optimizer, ckpt, True)
+            small = [{k: ckpt[k] for k in ("step", "balancer", "torch_rng")} if ckpt is not None else None]
+            tdist.broadcast_object_list(small, src=0)
+            ckpt = small[0]
+        if ckpt["balancer"] is not None:
+            self.c.balancer.load_state_dict(ckpt["balancer"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        return int(ckpt["step"])
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self, resume: bool = True) -> dict[str, Any]:
@@ -171,17 +297,9 @@ class Trainer:
         gen = self.c.generator
         params = [p for p in gen.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
-        start = 0
-        ckpt_path = self.out / "checkpoints" / "last.pt"
-        if resume and ckpt_path.is_file():
-            ckpt = load_checkpoint(ckpt_path, self.resolved.fingerprint)
-            gen.load_state_dict(ckpt["generator"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            if ckpt["balancer"] is not None:
-                self.c.balancer.load_state_dict(ckpt["balancer"])
-            torch.set_rng_state(ckpt["torch_rng"])
-            start = int(ckpt["step"])
-        self.prepare_references()
+        start = self.resume() if resume else 0
+        with self.out_of_memory("the reference build", "reference.batch_size", r.reference.batch_size):
+            self.prepare_references()
         if start == 0:
             self.evaluate(0)
         bar = None
@@ -195,15 +313,18 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr_at(step)
             self.optimizer.zero_grad(set_to_none=True)
-            res = self.compute_gradient(step)
+            with self.out_of_memory(f"training step {step}", "train.micro_batch", self.micro_batch,
+                                    " or set train.micro_batch = \"auto\""):
+                res = self.compute_gradient(step)
             loss = float(res.loss)
-            finite = math.isfinite(loss) and all(p.grad is None or torch.isfinite(p.grad).all() for p in params)
+            finite = math.isfinite(loss) and self.grads_finite(params)
             if not finite:
                 skipped += 1
                 self.optimizer.zero_grad(set_to_none=True)
                 gnorm = float("nan")
             else:
-                gnorm = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip > 0 else float("inf")))
+                norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip > 0 else float("inf"))
+                gnorm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
                 self.optimizer.step()
             raws = {k: float(v) for k, v in res.raws.items()}
             weights_used = dict(self.c.balancer.weights)
@@ -247,8 +368,10 @@ class Trainer:
             "rdmx_version": __version__,
             "steps": t.steps,
             "batch": t.batch,
-            "micro_batch": t.micro_batch or t.batch // self.dist.world,
+            "micro_batch": self.micro_batch,
+            "accumulation": self.accumulation,
             "world_size": self.dist.world,
+            "sharded": self.sharded,
             "skipped_steps": skipped,
             "roles": dict(self.c.roles),
             "floors": self.floors,
@@ -259,6 +382,11 @@ class Trainer:
             "sample_grid": str(grid) if grid else None,
             "checkpoint": str(ckpt),
         }
+
+
+def eval_chunk(recipe, micro_batch: int) -> int:
+    """``eval.chunk``, or 4 × the training micro batch (evaluation keeps no graph, so it affords more)."""
+    return recipe.eval.chunk or 4 * micro_batch
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
