@@ -13,9 +13,19 @@ from rdmx.samples import save_grid, save_npz
 from rdmx.train.build import Components, build_components
 from rdmx.train.checkpoint import load_checkpoint
 from rdmx.train.evaluation import evaluate_generator
+from rdmx.train.loop import eval_chunk
+from rdmx.train.micro_batch import out_of_memory_hint
 from rdmx.train.sampling import generate
 
 SAMPLE_SEED = 2024  # fixed noise for checkpoint sampling: comparable across checkpoints
+
+
+def checkpoint_chunk(resolved: ResolvedRecipe, ckpt: dict[str, Any]) -> int:
+    """Samples generated at once from a checkpoint: ``eval.chunk``, else 4 × the micro batch the run
+    used (recorded in the checkpoint when it was probed with "auto"; 64 when unknown)."""
+    t = resolved.recipe.train
+    micro = t.micro_batch if t.micro_batch != "auto" else ckpt.get("extra", {}).get("micro_batch", 64)
+    return eval_chunk(resolved.recipe, micro or t.batch)
 
 
 def load_generator(resolved: ResolvedRecipe, checkpoint: str | Path) -> tuple[Components, dict[str, Any]]:
@@ -46,9 +56,10 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path, *, n: 
         batch_size=r.reference.batch_size, num_workers=r.reference.workers,
     )
     r_eval = r.eval.model_copy(update={"n": n, "suite": list(suite or r.eval.suite)})
-    ev = evaluate_generator(comp.generator, comp.encoders, comp.roles, refs, r_eval,
-                            chunk=r.train.micro_batch or r.train.batch, device=comp.device,
-                            metrics=comp.metrics, data=comp.data, step=int(ckpt["step"]))
+    chunk = checkpoint_chunk(resolved, ckpt)
+    with out_of_memory_hint("rdmx eval", "eval.chunk", chunk):
+        ev = evaluate_generator(comp.generator, comp.encoders, comp.roles, refs, r_eval, chunk=chunk,
+                                device=comp.device, metrics=comp.metrics, data=comp.data, step=int(ckpt["step"]))
     result = ev.result
     result.settings["checkpoint"] = str(checkpoint)
     result.settings["step"] = int(ckpt["step"])
@@ -74,15 +85,16 @@ def sample_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path, *, n: in
     """``n`` samples as PNG grids (one per 64 images, rows labelled with class names) and
     ``samples.npz`` (uint8 NHWC ``arr_0``, labels ``arr_1`` when class-conditional)."""
     r = resolved.recipe
-    comp, _ = load_generator(resolved, checkpoint)
+    comp, ckpt = load_generator(resolved, checkpoint)
     if not comp.info.is_image:
         raise ValueError(f"rdmx sample writes images; this recipe's generator makes {comp.info.sample_shape} vectors")
     info = comp.info
     cond = None
     if info.num_classes:  # classes in blocks of `columns`, so every grid row has one label
         cond = (torch.arange(n, device=comp.device) // columns) % info.num_classes
-    chunk = r.train.micro_batch or r.train.batch
-    images, cond = generate(comp.generator, n, seed, chunk, comp.device, cond=cond)
+    chunk = checkpoint_chunk(resolved, ckpt)
+    with out_of_memory_hint("rdmx sample", "eval.chunk", chunk):
+        images, cond = generate(comp.generator, n, seed, chunk, comp.device, cond=cond)
     out = Path(out)
     paths = {"npz": save_npz(images, out / "samples.npz", cond)}
     per_grid = columns * 8

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,7 +72,10 @@ def hold_weights(enc, own: str | None, battery: str, where: str):
         raise RdmxError(f"{where}.weights_dtype: {exc}") from None
 
 
-def build_components(resolved: ResolvedRecipe, plugins: Plugins | None = None, local_rank: int = 0) -> Components:
+def build_components(resolved: ResolvedRecipe, plugins: Plugins | None = None, local_rank: int = 0,
+                     skip_encoder: Callable[[str, Exception], None] | None = None) -> Components:
+    """Every component of ``resolved``. ``skip_encoder(label, error)``: report an encoder that fails
+    to build and go on without it (benchmarks on machines missing a family); default: raise."""
     plugins = plugins or get_plugins()
     r = resolved.recipe
     device = resolve_device(r.train.device)
@@ -83,7 +87,13 @@ def build_components(resolved: ResolvedRecipe, plugins: Plugins | None = None, l
     generator = _build(plugins, "generators", "generator", r.generator.name, resolved, info).to(device)
     encoders, roles = {}, {}
     for i, block in enumerate(r.battery.encoders):
-        enc = _build(plugins, "encoders", f"battery.encoders[{i}]", block.name, resolved)
+        try:
+            enc = _build(plugins, "encoders", f"battery.encoders[{i}]", block.name, resolved)
+        except Exception as exc:  # noqa: BLE001 - reported by skip_encoder, or raised
+            if skip_encoder is None:
+                raise
+            skip_encoder(block.key(), exc)
+            continue
         enc = hold_weights(enc, block.weights_dtype, r.battery.weights_dtype, f"{resolved.source}: battery.encoders[{i}]")
         encoders[block.key()] = enc.to(device)
         roles[block.key()] = block.role

@@ -76,7 +76,9 @@ class Trainer:
         self._micro: int | None = None if t.micro_batch == "auto" else min(t.micro_batch or self.local_batch,
                                                                          self.local_batch)
         self.probe_budget: int | None = None  # saved-activation budget of the "auto" probe (default: see micro_batch)
-        self.phase = None  # a phase(name) context factory for benchmarks (rdmx.train.gradcache.PHASES)
+        self.phase = None  # a phase(name) context factory for benchmarks (rdmx.train.gradcache.PHASES, update, balancer)
+        self.cache_mode = "image"  # where phase 3 caches the loss gradient (benchmarks compare "features")
+        self.skipped = 0
 
     def _prepare_generator(self) -> bool:
         """Activation checkpointing, FSDP2 sharding and torch.compile as the recipe asks; True when
@@ -125,6 +127,9 @@ class Trainer:
             self._micro = auto_micro.agree(m, self.c.device)
             if self._micro != m:
                 self.log(f"train.micro_batch = 'auto': {self._micro}, the smallest over the ranks")
+            if self.recipe.train.loss_scale == "accumulation":
+                self.log(f"train.loss_scale = 'accumulation' scales the loss by 1/{self.accumulation}, "
+                         f"the accumulation of the probed chunk")
             self.tracker.log_metrics({"micro_batch": float(self._micro)}, 0)
         return self._micro
 
@@ -213,7 +218,8 @@ class Trainer:
             return path
         save_checkpoint(path, step=step, generator=self.c.generator, optimizer=self.optimizer,
                         balancer=self.c.balancer, fingerprint=self.resolved.fingerprint,
-                        run_id=self.tracker.run_id, extra={"history_tail": self.state.history[-5:]}, state=state)
+                        run_id=self.tracker.run_id, state=state,
+                        extra={"history_tail": self.state.history[-5:], "micro_batch": self.micro_batch})
         return path
 
     def compute_gradient(self, step: int):
@@ -241,7 +247,7 @@ class Trainer:
         train_encoders = {k: self.c.encoders[k] for k in self.c.train_names}
         if micro < local:  # gradient caching: memory bounded by one micro-chunk and one encoder
             res = cached_backward(gen, train_encoders, noise, cond, loss_fn, micro, gather=gather,
-                                  grad_scale=grad_scale, phase=self.phase)
+                                  grad_scale=grad_scale, mode=self.cache_mode, phase=self.phase)
         else:  # the whole share fits: the same gradient in one pass
             res = direct_backward(gen, train_encoders, noise, cond, loss_fn, grad_scale=grad_scale, gather=gather)
         if not self.sharded:  # FSDP2 sums in its reduce-scatter
@@ -253,14 +259,9 @@ class Trainer:
         ok = all(p.grad is None or bool(torch.isfinite(shard.local(p.grad)).all()) for p in params)
         return bool(auto_micro.agree(int(ok), self.c.device)) if self.sharded else ok
 
-    @contextlib.contextmanager
     def out_of_memory(self, where: str, setting: str, value, extra: str = ""):
         """Turn ``torch.OutOfMemoryError`` in the block into one message naming ``setting``."""
-        try:
-            yield
-        except torch.OutOfMemoryError:
-            auto_micro.free_memory(self.c.device)
-            raise auto_micro.out_of_memory(where, setting, value, extra) from None
+        return auto_micro.out_of_memory_hint(where, setting, value, extra, device=self.c.device)
 
     def resume(self) -> int:
         """Load ``out/checkpoints/last.pt`` when there is one (generator, optimiser, balancer, RNG);
@@ -289,15 +290,59 @@ class Trainer:
         torch.set_rng_state(ckpt["torch_rng"])
         return int(ckpt["step"])
 
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """AdamW over the generator's trainable parameters (their shards when sharded)."""
+        t = self.recipe.train
+        self.params = [p for p in self.c.generator.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+        return self.optimizer
+
+    def _phase(self, name: str):
+        return self.phase(name) if self.phase is not None else contextlib.nullcontext()
+
+    def train_step(self, step: int) -> dict[str, float]:
+        """One optimisation step: the full-batch gradient of the step's loss, skipped when not
+        finite, clipped, AdamW, then the balancer's update; returns the row that is logged."""
+        t = self.recipe.train
+        ts = time.perf_counter()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(step)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.out_of_memory(f"training step {step}", "train.micro_batch", self.micro_batch,
+                                " or set train.micro_batch = \"auto\""):
+            res = self.compute_gradient(step)
+        with self._phase("update"):
+            loss = float(res.loss)
+            finite = math.isfinite(loss) and self.grads_finite(self.params)
+            if not finite:
+                self.skipped += 1
+                self.optimizer.zero_grad(set_to_none=True)
+                gnorm = float("nan")
+            else:
+                norm = torch.nn.utils.clip_grad_norm_(self.params, t.grad_clip if t.grad_clip > 0 else float("inf"))
+                gnorm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+                self.optimizer.step()
+        with self._phase("balancer"):
+            raws = {k: float(v) for k, v in res.raws.items()}
+            weights_used = dict(self.c.balancer.weights)
+            if finite:
+                self.c.balancer.update(raws)
+        dt = time.perf_counter() - ts
+        row = {"loss": loss, "grad_norm": gnorm, "images_per_s": t.batch / dt, "lr": self.lr_at(step),
+               "skipped_steps": self.skipped}
+        row.update({f"raw/{k}": v for k, v in raws.items()})
+        row.update({f"weight/{k}": float(v) for k, v in weights_used.items()})
+        return row
+
     # -- the loop ----------------------------------------------------------------------------
     def run(self, resume: bool = True) -> dict[str, Any]:
         r, t = self.recipe, self.recipe.train
         t0 = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
-        gen = self.c.generator
-        params = [p for p in gen.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+        self.make_optimizer()
+        # resume from the last checkpoint (model, optimiser, balancer, RNG, step)
         start = self.resume() if resume else 0
+        # frozen references, floors and evaluation banks (cached by fingerprint)
         with self.out_of_memory("the reference build", "reference.batch_size", r.reference.batch_size):
             self.prepare_references()
         if start == 0:
@@ -307,34 +352,10 @@ class Trainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=t.steps, initial=start, desc=r.name, unit="step", dynamic_ncols=True)
-        skipped = 0
         for step in range(start, t.steps):
-            ts = time.perf_counter()
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.lr_at(step)
-            self.optimizer.zero_grad(set_to_none=True)
-            with self.out_of_memory(f"training step {step}", "train.micro_batch", self.micro_batch,
-                                    " or set train.micro_batch = \"auto\""):
-                res = self.compute_gradient(step)
-            loss = float(res.loss)
-            finite = math.isfinite(loss) and self.grads_finite(params)
-            if not finite:
-                skipped += 1
-                self.optimizer.zero_grad(set_to_none=True)
-                gnorm = float("nan")
-            else:
-                norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip > 0 else float("inf"))
-                gnorm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
-                self.optimizer.step()
-            raws = {k: float(v) for k, v in res.raws.items()}
-            weights_used = dict(self.c.balancer.weights)
-            if finite:
-                self.c.balancer.update(raws)
-            dt = time.perf_counter() - ts
-            row = {"loss": loss, "grad_norm": gnorm, "images_per_s": t.batch / dt, "lr": self.lr_at(step),
-                   "skipped_steps": skipped}
-            row.update({f"raw/{k}": v for k, v in raws.items()})
-            row.update({f"weight/{k}": float(v) for k, v in weights_used.items()})
+            # one step, then logging, evaluation, samples and checkpoints on their schedules
+            row = self.train_step(step)
+            raws = {k[4:]: v for k, v in row.items() if k.startswith("raw/")}
             self.state.history.append(row)
             done = step + 1
             if done % t.log_every == 0 or done == t.steps:
@@ -354,6 +375,7 @@ class Trainer:
                 bar.update(1)
         if bar is not None:
             bar.close()
+        # the final evaluation, grid and checkpoint
         final = self.evaluate(t.steps)
         grid = self.save_samples(t.steps)
         if not self.c.info.is_image and self.dist.main:  # small vector samples (toys): keep them for figures
@@ -372,7 +394,7 @@ class Trainer:
             "accumulation": self.accumulation,
             "world_size": self.dist.world,
             "sharded": self.sharded,
-            "skipped_steps": skipped,
+            "skipped_steps": self.skipped,
             "roles": dict(self.c.roles),
             "floors": self.floors,
             "wall_time_s": round(wall, 2),

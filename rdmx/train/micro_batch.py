@@ -2,7 +2,8 @@
 clear message when memory runs out anyway.
 
 The probe runs the real gradient-cached step (:func:`rdmx.train.gradcache.cached_backward`) on
-one chunk of ``m`` rows — phase 1 without grad, then phase 3: the generator chunk with grad, each
+one chunk of ``m`` rows (the direct pass when ``m`` is the whole per-process batch, as training
+then runs it) — phase 1 without grad, then phase 3: the generator chunk with grad, each
 training encoder forward+backward into the image, the generator backward — for ``m`` among the
 divisors of the per-process batch ``N / world``, largest first, and keeps the first that fits.
 A divisor keeps ``N = micro × world × accumulation`` exact. "Fits" means:
@@ -23,13 +24,14 @@ others waiting in them.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from collections.abc import Callable, Mapping
 
 import torch
 
 from rdmx.errors import RdmxError
-from rdmx.train.gradcache import cached_backward
+from rdmx.train.gradcache import cached_backward, direct_backward
 from rdmx.train.memory import SavedTensorMeter
 
 HEADROOM = 0.9  # share of a GPU's memory a probed chunk (plus AdamW moments) may use
@@ -49,9 +51,11 @@ def free_memory(device: torch.device) -> None:
 
 
 def probe_chunk(generator: torch.nn.Module, encoders: Mapping[str, torch.nn.Module], m: int,
-                device: torch.device) -> None:
+                device: torch.device, direct: bool = False) -> None:
     """One gradient-cached chunk of ``m`` rows at its memory peak (random noise, a stand-in loss
-    with non-zero feature gradients); the generator's gradients are dropped afterwards."""
+    with non-zero feature gradients); ``direct``: one ordinary pass instead, as the trainer runs
+    when the chunk is the whole per-process batch (every encoder's graph at once). The generator's
+    gradients are dropped afterwards."""
     g = torch.Generator().manual_seed(0)
     noise = generator.sample_noise(m, g, device)
     cond = generator.sample_conditions(m, g, device)
@@ -61,7 +65,10 @@ def probe_chunk(generator: torch.nn.Module, encoders: Mapping[str, torch.nn.Modu
         return sum(raws.values()), raws
 
     try:
-        cached_backward(generator, encoders, noise, cond, loss_fn, m)
+        if direct:
+            direct_backward(generator, encoders, noise, cond, loss_fn)
+        else:
+            cached_backward(generator, encoders, noise, cond, loss_fn, m)
     finally:
         generator.zero_grad(set_to_none=True)
 
@@ -102,10 +109,10 @@ def probe_micro_batch(generator, encoders, local: int, device: torch.device, *, 
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             if budget_bytes is not None:
                 with SavedTensorMeter(owners, budget_bytes=budget_bytes):
-                    probe_chunk(generator, encoders, m, device)
+                    probe_chunk(generator, encoders, m, device, direct=m == local)
             else:
                 torch.cuda.reset_peak_memory_stats(device)
-                probe_chunk(generator, encoders, m, device)
+                probe_chunk(generator, encoders, m, device, direct=m == local)
         if device.type == "cuda" and budget_bytes is None:
             total = torch.cuda.get_device_properties(device).total_memory
             peak = torch.cuda.max_memory_allocated(device) + reserve
@@ -130,3 +137,14 @@ def agree(value: int, device: torch.device) -> int:
 def out_of_memory(where: str, setting: str, value, extra: str = "") -> RdmxError:
     """The one-line error for an out-of-memory error in ``where``, naming the setting to lower."""
     return RdmxError(f"out of memory during {where}: lower {setting} (now {value}){extra}")
+
+
+@contextlib.contextmanager
+def out_of_memory_hint(where: str, setting: str, value, extra: str = "", device: torch.device | None = None):
+    """Turn ``torch.OutOfMemoryError`` in the block into :func:`out_of_memory`'s one message."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        if device is not None:
+            free_memory(device)
+        raise out_of_memory(where, setting, value, extra) from None
