@@ -59,6 +59,13 @@ def test_fsdp_two_ranks_equal_one_process_and_resume_exactly(tmp_path):
     # evaluation shared by both ranks: the same metrics as one process's (parameters equal to 1e-5)
     for k, v in one["summary"]["final"].items():
         assert abs(s0["final"][k] - v) <= 1e-3 * abs(v) + 1e-6, k
-    ckpt = torch.load(tmp_path / "two" / "straight" / "checkpoints" / "last.pt", weights_only=True)
+    path = tmp_path / "two" / "straight" / "checkpoints" / "last.pt"
+    ckpt = torch.load(path, weights_only=True)
     assert ckpt["step"] == 3 and ckpt["optimizer_keys"] == "names"
     assert all(not hasattr(v, "to_local") for v in ckpt["generator"].values())  # plain full tensors
+    # one process reads it as rdmx eval / rdmx sample do: the unsharded generator, the same parameters
+    from rdmx.checkpoints import load_generator
+    from rdmx.recipe import load_recipe
+
+    comp, _ = load_generator(load_recipe(ROOT / "recipes" / "quickstart.toml", sharded), path)
+    assert torch.equal(torch.cat([p.detach().flatten() for p in comp.generator.parameters()]), ranks[0]["params"])
