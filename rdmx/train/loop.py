@@ -60,7 +60,7 @@ class Trainer:
         if t.batch % (fixed * self.dist.world):
             raise RdmxError(
                 f"train.batch ({t.batch}) must be a multiple of micro_batch × world size "
-                f"({t.micro_batch or 1} × {self.dist.world}): N = micro_batch × world_size × accumulation"
+                f"({fixed} × {self.dist.world}): N = micro_batch × world_size × accumulation"
             )
         self.tracker = (tracker or NullTracker()) if self.dist.main else NullTracker()
         self.progress = progress and self.dist.main
@@ -86,9 +86,11 @@ class Trainer:
         t = self.recipe.train
         gen = self.c.generator
         units = shard.shard_units(gen)
-        if (t.activation_checkpointing or t.shard == "fsdp") and not units:
+        asked = [n for n, on in (("activation checkpointing", t.activation_checkpointing),
+                                  ("sharding", t.shard == "fsdp")) if on]
+        if asked and not units:
             self.log(f"generator '{self.recipe.generator.name}' lists no shard_units(): "
-                     f"{'activation checkpointing and ' if t.activation_checkpointing else ''}sharding act on it whole")
+                     f"{' and '.join(asked)} will treat it as one block")
             units = [gen] if t.activation_checkpointing else []
         if t.activation_checkpointing:
             shard.checkpoint_units(units)
