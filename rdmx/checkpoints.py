@@ -13,10 +13,20 @@ from rdmx.samples import NpzStream, class_plan, grid_rows, save_grid, to_uint8_n
 from rdmx.train.build import Components, build_components
 from rdmx.train.checkpoint import load_checkpoint, restore_generator
 from rdmx.train.evaluation import evaluate_generator
+from rdmx.train.loop import eval_chunk
+from rdmx.train.micro_batch import out_of_memory_hint
 from rdmx.train.sampling import generate
 
 SAMPLE_SEED = 2024  # fixed noise for checkpoint sampling: comparable across checkpoints
 BASE = "base"  # a "checkpoint" meaning the recipe's generator as built (its pretrained weights, step 0)
+
+
+def checkpoint_chunk(resolved: ResolvedRecipe, ckpt: dict[str, Any]) -> int:
+    """Samples generated at once from a checkpoint: ``eval.chunk``, else 4 × the micro batch the run
+    used (recorded in the checkpoint when it was probed with "auto"; 64 when unknown)."""
+    t = resolved.recipe.train
+    micro = t.micro_batch if t.micro_batch != "auto" else ckpt.get("extra", {}).get("micro_batch", 64)
+    return eval_chunk(resolved.recipe, micro or t.batch)
 
 
 def is_base(checkpoint: str | Path | None) -> bool:
@@ -126,15 +136,16 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None,
         eval_rows=r_eval.bank_rows(), seed=r.seed, device=comp.device, progress=progress,
         batch_size=r.reference.batch_size, num_workers=r.reference.workers,
     )
-    chunk = r.train.micro_batch or r.train.batch
+    chunk = checkpoint_chunk(resolved, ckpt)
     reference = None
-    if baseline is not None:
-        reference = _baseline_samples(comp, baseline_weights, r_eval.n, r_eval.seed + EVAL_NOISE_SALT, chunk, cond,
-                                      generator=baseline_gen)
-        del baseline_gen
-    ev = evaluate_generator(comp.generator, comp.encoders, comp.roles, refs, r_eval, chunk=chunk, device=comp.device,
-                            metrics=comp.metrics, data=comp.data, step=int(ckpt["step"]),
-                            text=text_joint_eval(comp, r, refs), cond=cond, reference_samples=reference)
+    with out_of_memory_hint("rdmx eval", "eval.chunk", chunk):
+        if baseline is not None:
+            reference = _baseline_samples(comp, baseline_weights, r_eval.n, r_eval.seed + EVAL_NOISE_SALT, chunk,
+                                          cond, generator=baseline_gen)
+            del baseline_gen
+        ev = evaluate_generator(comp.generator, comp.encoders, comp.roles, refs, r_eval, chunk=chunk,
+                                device=comp.device, metrics=comp.metrics, data=comp.data, step=int(ckpt["step"]),
+                                text=text_joint_eval(comp, r, refs), cond=cond, reference_samples=reference)
     result = ev.result
     result.settings["checkpoint"] = str(checkpoint) if not is_base(checkpoint) else "(the recipe's generator)"
     result.settings["step"] = int(ckpt["step"])
@@ -168,12 +179,11 @@ def sample_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None, *
     generator, listed in ``prompts.txt``). ``prompts`` replaces a text-to-image generator's pool.
 
     Conditions come from :func:`rdmx.samples.class_plan` (balanced: 50 per class for 50k ImageNet
-    samples). Generation runs in chunks of the recipe's micro batch and the archive is streamed,
+    samples). Generation runs in chunks of ``eval.chunk`` and the archive is streamed,
     so memory holds one chunk of images whatever ``n``."""
     from rdmx.files import atomic_write_text
 
-    r = resolved.recipe
-    comp, _ = load_generator(resolved, checkpoint)
+    comp, ckpt = load_generator(resolved, checkpoint)
     if not comp.info.is_image:
         raise ValueError(f"rdmx sample writes images; this recipe's generator makes {comp.info.sample_shape} vectors")
     info, gen = comp.info, comp.generator
@@ -190,10 +200,11 @@ def sample_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None, *
         torch.arange(s, min(s + columns, n)) for s in range(0, min(n, columns * max_grid_rows), columns)]
     wanted = {int(i) for row in rows for i in row}
     kept: dict[int, torch.Tensor] = {}
-    chunk = r.train.micro_batch or r.train.batch
+    chunk = checkpoint_chunk(resolved, ckpt)
     g = torch.Generator().manual_seed(seed)
     size = info.sample_shape[1:]
-    with torch.no_grad(), NpzStream(out / "samples.npz", n, (*size, 3), cond) as npz:
+    with torch.no_grad(), out_of_memory_hint("rdmx sample", "eval.chunk", chunk), \
+            NpzStream(out / "samples.npz", n, (*size, 3), cond) as npz:
         for s in range(0, n, chunk):
             m = min(chunk, n - s)
             noise = gen.sample_noise(m, g, comp.device)
@@ -241,6 +252,7 @@ def geneval_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None, 
     from rdmx.samples import read_geneval_metadata, write_geneval
 
     metadata = read_geneval_metadata(metadata_path)
-    comp, _ = load_generator(resolved, checkpoint)
-    batch = resolved.recipe.train.micro_batch or resolved.recipe.train.batch
-    return write_geneval(comp.generator, metadata, out, per_prompt=per_prompt, device=comp.device, batch=batch)
+    comp, ckpt = load_generator(resolved, checkpoint)
+    batch = checkpoint_chunk(resolved, ckpt)
+    with out_of_memory_hint("rdmx sample --format geneval", "eval.chunk", batch):
+        return write_geneval(comp.generator, metadata, out, per_prompt=per_prompt, device=comp.device, batch=batch)

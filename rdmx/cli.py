@@ -473,6 +473,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted; the last checkpoint (if any) is intact — run again to resume", err=True)
         sys.exit(130)
+    except Exception as exc:  # an out-of-memory error no command turned into its own message
+        if debug or type(exc).__name__ != "OutOfMemoryError":
+            raise
+        typer.echo("error: out of memory: lower train.micro_batch (or set it to \"auto\"), eval.chunk or "
+                   "reference.batch_size, whichever step ran out (--debug shows where)", err=True)
+        sys.exit(2)
     sys.exit(rv if isinstance(rv, int) else 0)
 
 

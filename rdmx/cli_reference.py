@@ -118,7 +118,8 @@ def join_process_group_from_env() -> bool:
 def build_cmd(
     recipe: Annotated[Path, typer.Argument(help="recipe TOML")],
     set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override a field: path=value")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="images per encoder forward")] = 64,
+    batch_size: Annotated[Optional[int], typer.Option(
+        "--batch-size", help="images per encoder forward (default: the recipe's reference.batch_size)")] = None,
     workers: Annotated[int, typer.Option("--workers", help="DataLoader worker processes")] = 4,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
@@ -135,12 +136,16 @@ def build_cmd(
 
         c = build_components(resolved, local_rank=from_environment().local_rank)  # one GPU per rank
         r = resolved.recipe
-        refs = run_reference_build(
-            c.data, c.encoders, c.estimator, cache_dir=r.reference.cache_dir, train_names=c.train_names,
-            joint=r.joint, floors=(r.reference.floor_draws, r.reference.floor_rows), eval_rows=r.eval.bank_rows(),
-            seed=r.seed, device=c.device, batch_size=batch_size, num_workers=workers,
-            progress=not no_progress, quiet=as_json, rebuild=rebuild, text_encoder=c.text_encoder,
-        )
+        from rdmx.train.micro_batch import out_of_memory_hint
+
+        batch_size = batch_size or r.reference.batch_size
+        with out_of_memory_hint("the reference build", "--batch-size / reference.batch_size", batch_size):
+            refs = run_reference_build(
+                c.data, c.encoders, c.estimator, cache_dir=r.reference.cache_dir, train_names=c.train_names,
+                joint=r.joint, floors=(r.reference.floor_draws, r.reference.floor_rows), eval_rows=r.eval.bank_rows(),
+                seed=r.seed, device=c.device, batch_size=batch_size, num_workers=workers,
+                progress=not no_progress, quiet=as_json, rebuild=rebuild, text_encoder=c.text_encoder,
+            )
         if as_json:
             import json
 

@@ -94,7 +94,13 @@ def _check_type(entry: Entry, obj: Any, who: str) -> None:
     if entry.kind == "encoders":
         from rdmx.represent.encoder import Encoder
 
-        if not isinstance(obj, Encoder):
+        meta = entry.meta
+        modality = meta.get("modality") if hasattr(meta, "get") else getattr(meta, "modality", None)
+        if modality == "text":  # a text tower (joint.text_encoder): a frozen module, texts -> (B, dim)
+            if not isinstance(obj, torch.nn.Module) or getattr(obj, "spec", None) is None:
+                raise PluginError(f"{who}: its factory returned {type(obj).__name__}, not a torch.nn.Module text "
+                                  f"encoder with a .spec (rdmx.represent.encoder.EncoderSpec)")
+        elif not isinstance(obj, Encoder):
             raise PluginError(f"{who}: its factory returned {type(obj).__name__}, not an "
                               f"rdmx.represent.encoder.Encoder")
     elif not isinstance(obj, torch.nn.Module):

@@ -245,13 +245,15 @@ def save_torch(path: str | Path, obj: Mapping[str, Any]) -> Path:
     return atomic_write(path, lambda tmp: torch.save(sealed, tmp))
 
 
-def load_torch(path: str | Path, *, what: str = "", remedy: str = "", verify: bool = True) -> dict[str, Any]:
-    """A dict written by :func:`save_torch` (``weights_only``: no code runs), verified."""
+def load_torch(path: str | Path, *, what: str = "", remedy: str = "", verify: bool = True,
+               mmap: bool = False) -> dict[str, Any]:
+    """A dict written by :func:`save_torch` (``weights_only``: no code runs), verified; ``mmap``
+    maps the tensors from the file (a 12 GB checkpoint is not copied into memory)."""
     import torch
 
     path = Path(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise
     except Exception as exc:  # noqa: BLE001 - pickle/zip/unpickler errors of a damaged file

@@ -55,6 +55,8 @@ class Component(BaseModel):
 class BatteryEncoder(Component):
     role: Literal["train", "heldout"] = "train"
     label: str | None = Field(default=None, description="name in logs; defaults to the encoder name")
+    weights_dtype: Literal["float32", "bfloat16"] | None = Field(
+        default=None, description="dtype the frozen weights are held in; default battery.weights_dtype")
 
     def key(self) -> str:
         return self.label or self.name
@@ -62,6 +64,9 @@ class BatteryEncoder(Component):
 
 class Battery(_Strict):
     encoders: list[BatteryEncoder] = Field(min_length=1)
+    weights_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="frozen weights of every encoder that computes under bf16 autocast are held "
+                               "in this dtype (float32-compute encoders such as FID Inception keep float32)")
 
     @model_validator(mode="after")
     def _unique_labels(self) -> Battery:
@@ -100,7 +105,9 @@ def _loss_scale(value: Any) -> Any:
 class TrainConfig(_Strict):
     steps: int = Field(1000, ge=0)
     batch: int = Field(256, ge=1, description="generated batch N per step (global)")
-    micro_batch: int = Field(0, ge=0, description="chunk size for gradient caching; 0 = batch")
+    micro_batch: int | Literal["auto"] = Field(
+        0, description="chunk size for gradient caching; 0 = the whole per-process batch; "
+                       "'auto' = the largest divisor of the per-process batch that fits in memory")
     lr: float = Field(1e-4, gt=0)
     betas: tuple[float, float] = Field((0.9, 0.95), description="Adam betas, each in [0, 1)")
     weight_decay: float = Field(0.0, ge=0)
@@ -111,6 +118,11 @@ class TrainConfig(_Strict):
         1.0, description="effective gradient = s·∇L (a number s), or the release's ∇L·b/N "
         "({ reference_micro_batch = b }); never depends on micro_batch or the GPU count")
     device: str = "auto"
+    compile: bool = Field(False, description="torch.compile the generator and every encoder")
+    shard: Literal["none", "fsdp"] = Field(
+        "none", description="'fsdp': shard the generator with FSDP2 (per shard_units() block) under torchrun")
+    activation_checkpointing: bool = Field(
+        False, description="recompute each of the generator's shard_units() blocks in backward")
     sample_every: int = Field(0, ge=0)
     checkpoint_every: int = Field(0, ge=0)
     keep_checkpoints: bool = Field(
@@ -134,6 +146,10 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _chunks(self) -> TrainConfig:
+        if self.micro_batch == "auto":
+            return self
+        if self.micro_batch < 0:
+            raise ValueError(f"micro_batch must be >= 0 or 'auto', got {self.micro_batch}")
         mb = self.micro_batch or self.batch
         if self.batch % mb:
             raise ValueError(
@@ -149,6 +165,8 @@ class EvalConfig(_Strict):
     mmd_n: int | None = Field(
         None, ge=2, description="rows per set (generated, train, val) for MMDr; None = n. The paper's protocol: "
         "50,000 (smaller values are labelled small-sample: MMDr − 1 shrinks with the row count)")
+    chunk: int = Field(0, ge=0, description="samples generated and encoded at once (no gradients); "
+                                             "0 = 4 × the training micro batch")
     directions: int = Field(1024, ge=1)
     seed: Seed = 0
     suite: list[Literal["sw", "mmdr", "fd"]] = Field(
@@ -224,7 +242,7 @@ COMPONENT_BLOCKS: tuple[tuple[str, str], ...] = (
     ("estimator", "estimators"),
     ("balancer", "balancers"),
 )
-_RESERVED = {"name", "role", "label", "backend", "run_name"}
+_RESERVED = {"name", "role", "label", "weights_dtype", "backend", "run_name"}
 # settings that change how a run is observed or stored, never its results (kept out of the fingerprint)
 NOT_IN_FINGERPRINT = ("train.checkpoint_every", "train.log_every", "train.sample_every",
                       "train.max_consecutive_skips", "train.keep_checkpoints", "reference.workers")

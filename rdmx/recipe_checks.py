@@ -7,9 +7,11 @@ before any work starts: values that each validate but cannot work together.
   metadata (sample shape, encoder dims) — a lower bound, so a recipe refused here cannot run:
   - one training step keeps the features of the whole generated batch and their gradients
     (gradient caching): ``train.batch × Σ_train dim × 8`` bytes;
-  - evaluation holds ``eval.n`` generated samples and, per encoder, their features and the two
-    real banks: ``eval.n × (sample size + 3 Σ dim) × 4`` bytes;
-  - one gradient-cached chunk of generated samples: ``train.micro_batch × sample size × 4``.
+  - evaluation holds, per encoder, the features of ``eval.n`` generated samples and the two real
+    banks, and the samples themselves only when a sample metric reads them:
+    ``eval.n × (3 Σ dim [+ sample size]) × 4`` bytes;
+  - one gradient-cached chunk of generated samples: ``train.micro_batch × sample size × 4``
+    (not checked for ``"auto"``, which probes a chunk that fits).
 """
 
 from __future__ import annotations
@@ -64,13 +66,14 @@ def memory_needs(resolved, plugins) -> list[tuple[str, int, str]]:
         needs.append(("train.batch", t.batch * d_train * 2 * BYTES,
                       f"the features of the whole generated batch and their gradients (N = {t.batch} × "
                       f"{d_train} training feature dims)"))
-    if sample or d_all:
-        needs.append(("eval.n", r.eval.n * ((sample or 0) + 3 * d_all) * BYTES,
-                      f"{r.eval.n} evaluation samples with their features and real banks"))
-    if sample:
-        micro = t.micro_batch if isinstance(t.micro_batch, int) else 0  # "auto" (other engines): unknown
-        chunk = micro or t.batch
-        needs.append(("train.micro_batch" if micro else "train.batch", chunk * sample * BYTES,
+    kept = (sample or 0) if r.eval.metrics else 0  # samples are kept only for sample metrics (else streamed)
+    if kept or d_all:
+        needs.append(("eval.n", r.eval.n * (kept + 3 * d_all) * BYTES,
+                      f"the features of {r.eval.n} evaluation samples{', the samples themselves' if kept else ''} "
+                      f"and the real banks"))
+    if sample and t.micro_batch != "auto":  # "auto" probes a chunk that fits
+        chunk = t.micro_batch or t.batch
+        needs.append(("train.micro_batch" if t.micro_batch else "train.batch", chunk * sample * BYTES,
                       f"one chunk of {chunk} generated samples of shape {tuple(shape)}"))
     return needs
 

@@ -171,7 +171,7 @@ def finished_sweep(resolved: ResolvedRecipe, out: Path, cells) -> dict[str, Any]
 def run_recipe(resolved: ResolvedRecipe, out: Path | None = None, progress: bool = True,
                resume: bool = True) -> dict[str, Any]:
     """Run a recipe (or its sweep); writes ``summary.json`` in ``out``."""
-    from rdmx.files import read_json, write_json
+    from rdmx.files import write_json
     from rdmx.track.safe import SafeTracker
 
     out = Path(out) if out else default_out_dir(resolved)

@@ -56,8 +56,12 @@ def test_memory_check_counts_what_rdmx_holds(monkeypatch):
     needs = {f: b for f, b, _ in memory_needs(r, __import__("rdmx.plugins", fromlist=["x"]).get_plugins())}
     # quickstart: N = 256, training dims 128 + 128 + 256 (features + their gradients, float32)
     assert needs["train.batch"] == 256 * 512 * 2 * 4
-    # eval.n = 360 samples of 1×32×32 plus 3 × (128 + 128 + 256 + 128 + 96) feature values each
-    assert needs["eval.n"] == 360 * (32 * 32 + 3 * 736) * 4
+    # eval.n = 360 samples: 3 × (128 + 128 + 256 + 128 + 96) feature values each (the samples are
+    # streamed: no metric plugin reads them); with a metric plugin the 1×32×32 samples are held too
+    assert needs["eval.n"] == 360 * 3 * 736 * 4
+    r_metric = load_recipe(QUICK, ['eval.metrics=[{ name = "fd" }]'])
+    needs_metric = {f: b for f, b, _ in memory_needs(r_metric, __import__("rdmx.plugins", fromlist=["x"]).get_plugins())}
+    assert needs_metric["eval.n"] == 360 * (32 * 32 + 3 * 736) * 4
     assert needs["train.micro_batch"] == 64 * 32 * 32 * 4
     monkeypatch.setenv("RDMX_MEMORY_BYTES", str(needs["eval.n"] - 1))
     with pytest.raises(RecipeError, match=r"eval\.n: needs at least .* more than this machine's"):

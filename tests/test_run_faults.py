@@ -4,13 +4,12 @@ train.max_consecutive_skips steps with the cause, instead of finishing untrained
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from torch.utils.data import TensorDataset
 
 from rdmx.errors import RdmxError
+from rdmx.files import read_sealed_json, write_sealed_json
 from rdmx.reference.extract import MANIFEST, extract_features
 from rdmx.testing import tiny_conv
 from rdmx.train.loop import Trainer
@@ -54,8 +53,8 @@ def test_features_cached_by_earlier_code_name_the_encoder(tmp_path):
     enc = tiny_conv(0, 6, width=4)
     (d,) = extract_features({"small": enc}, data, cache_dir=tmp_path, data_fingerprint="d", split="train",
                             progress=False).values()
-    manifest = json.loads((d / MANIFEST).read_text())
-    (d / MANIFEST).write_text(json.dumps({**manifest, "dim": 5, "complete": False}))  # as older code left it
+    manifest = read_sealed_json(d / MANIFEST)
+    write_sealed_json(d / MANIFEST, {**manifest, "dim": 5, "complete": False})  # as older code left it
     with pytest.raises(RdmxError) as exc:
         extract_features({"small": enc}, data, cache_dir=tmp_path, data_fingerprint="d", split="train",
                          progress=False)

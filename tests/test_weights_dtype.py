@@ -20,7 +20,7 @@ def test_bf16_weights_reach_the_battery_and_the_fingerprint():
     half = components('{ name = "mae", tiny = true, role = "heldout", seed = 2, weights_dtype = "bfloat16" }').encoders["mae"]
     assert all(p.dtype == torch.float32 for p in plain.parameters())
     assert all(p.dtype == torch.bfloat16 for p in half.parameters())
-    assert half.fingerprint != plain.fingerprint and ("weights_dtype", "bfloat16") in half.spec.extra
+    assert half.fingerprint != plain.fingerprint and half.spec.weights_dtype == "bfloat16"
     x = torch.rand(3, 3, 32, 32)
     with torch.no_grad():
         a, b = plain(x), half(x)

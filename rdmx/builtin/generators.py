@@ -7,11 +7,15 @@ import math
 import torch
 from torch import nn
 
+from rdmx.train import precision
 from rdmx.train.generator import DataInfo, Generator
 
 
 class ConvGenerator(Generator):
-    """Noise (+ class embedding) → 4×4 map → upsampling conv blocks → sigmoid image."""
+    """Noise (+ class embedding) → 4×4 map → upsampling conv blocks → sigmoid image.
+
+    Each upsampling block (upsample, conv, group norm, SiLU) is a unit of ``shard_units()``: the
+    engine may shard it with FSDP2 and/or recompute it in backward (activation checkpointing)."""
 
     def __init__(self, config, info: DataInfo):
         super().__init__(info)
@@ -26,16 +30,20 @@ class ConvGenerator(Generator):
         in_dim = config.noise_dim + (config.class_dim if self.embed is not None else 0)
         self.stem = nn.Linear(in_dim, width * 16)
         self.width = width
-        blocks = []
-        for _ in range(int(math.log2(h)) - 2):
-            blocks += [
+        self.precision = config.precision
+        self.blocks = nn.Sequential(*[
+            nn.Sequential(
                 nn.Upsample(scale_factor=2, mode="nearest"),
                 nn.Conv2d(width, width, 3, padding=1),
                 nn.GroupNorm(min(8, width), width),
                 nn.SiLU(),
-            ]
-        self.blocks = nn.Sequential(*blocks)
+            )
+            for _ in range(int(math.log2(h)) - 2)
+        ])
         self.head = nn.Conv2d(width, c, 3, padding=1)
+
+    def shard_units(self) -> list[nn.Module]:
+        return list(self.blocks)
 
     def forward(self, noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         z = noise
@@ -43,8 +51,10 @@ class ConvGenerator(Generator):
             if cond is None:
                 raise ValueError("this generator is class-conditional: pass class ids")
             z = torch.cat([z, self.embed(cond)], dim=1)
-        x = self.stem(z).view(z.shape[0], self.width, 4, 4)
-        return torch.sigmoid(self.head(self.blocks(torch.nn.functional.silu(x))))
+        with precision.autocast(self.precision, z.device):
+            x = self.stem(z).view(z.shape[0], self.width, 4, 4)
+            x = torch.sigmoid(self.head(self.blocks(torch.nn.functional.silu(x))))
+        return precision.output(x, self.precision)
 
 
 class MLPGenerator(Generator):

@@ -33,6 +33,8 @@ class ConvGeneratorConfig(ComponentConfig):
     noise_dim: int = Field(64, ge=1)
     class_dim: int = Field(16, ge=1)
     width: int = Field(64, ge=4)
+    precision: Literal["float32", "bfloat16"] = Field(
+        "float32", description="'bfloat16': the forward runs under bf16 autocast (parameters stay float32)")
 
 
 class MLPGeneratorConfig(ComponentConfig):

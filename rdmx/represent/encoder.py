@@ -16,7 +16,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from rdmx.errors import RdmxError
 from rdmx.fingerprint import fingerprint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -25,6 +24,7 @@ HALF_MEAN = (0.5, 0.5, 0.5)
 HALF_STD = (0.5, 0.5, 0.5)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+WEIGHT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -64,13 +64,17 @@ class EncoderSpec:
     std: tuple[float, ...] = IMAGENET_STD
     pooling: str = "none"
     dtype: str = "float32"  # compute dtype under autocast; "float32" disables autocast
+    weights_dtype: str = "float32"  # dtype the frozen weights are held in ("bfloat16" halves their memory)
     channels_last: bool = False
     preset_version: str = "1"
     seed: int | None = None  # random-weight init seed (weights="random")
     extra: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
 
     def fingerprint(self) -> str:
-        return fingerprint({"kind": "encoder", **asdict(self)})
+        fields = asdict(self)
+        if fields["weights_dtype"] == "float32":  # the default leaves the fingerprints of float32 weights as they were
+            del fields["weights_dtype"]
+        return fingerprint({"kind": "encoder", **fields})
 
     def with_(self, **changes: Any) -> EncoderSpec:
         return replace(self, **changes)
@@ -124,23 +128,27 @@ class Encoder(torch.nn.Module, abc.ABC):
             self.to(memory_format=torch.channels_last)
         return self
 
-    def store_weights_as(self, dtype: str) -> Encoder:
-        """Keep the frozen floating parameters and buffers in ``dtype`` ("bfloat16" saves half the
-        memory of an encoder that computes under bf16 autocast anyway). Recorded in the spec, so in
-        the fingerprint. Encoders computing in float32 (outside autocast) refuse it."""
-        if dtype == "float32":
-            return self
-        if self.spec.dtype == "float32":
-            raise RdmxError(
-                f"encoder '{self.spec.name}' computes in float32 outside autocast; its weights stay float32 "
-                f"(weights_dtype = \"{dtype}\" is for encoders under bf16 autocast)"
-            )
-        self.to({"bfloat16": torch.bfloat16, "float16": torch.float16}[dtype])
-        self.spec = self.spec.with_(extra=tuple(self.spec.extra) + (("weights_dtype", dtype),))
-        return self
-
     def train(self, mode: bool = True) -> Encoder:  # encoders stay in eval mode
         return super().train(False)
+
+    def hold_weights_in(self, dtype: str) -> Encoder:
+        """Hold the frozen weights (and floating buffers) in ``dtype``: "float32" or "bfloat16".
+
+        Only for encoders that compute under bf16 autocast (``spec.dtype``): their matmuls and
+        convolutions already run in bf16, so bf16 weights halve the weights' memory and skip the
+        per-call cast; the remaining float32 ops (norms, softmax) see weights rounded to bf16, so
+        the features change and so does the fingerprint. An encoder that computes in float32
+        (FID Inception) keeps float32 weights."""
+        if dtype not in WEIGHT_DTYPES:
+            raise ValueError(f"weights dtype must be one of {sorted(WEIGHT_DTYPES)}, got {dtype!r}")
+        if dtype == self.spec.weights_dtype:
+            return self
+        if dtype != "float32" and self.spec.dtype == "float32":
+            raise ValueError(f"encoder '{self.spec.name}' computes in float32 (its spec's dtype), "
+                             f"so its weights stay float32; {dtype} weights need a bf16-autocast encoder")
+        self.to(WEIGHT_DTYPES[dtype])
+        self.spec = self.spec.with_(weights_dtype=dtype)
+        return self
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         return resize_and_normalise(x, self.spec)

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, field_validator
 
@@ -27,9 +27,6 @@ class PresetConfig(ComponentConfig):
     seed: Seed = Field(0, description="init seed when weights = 'random'")
     tiny: bool = Field(False, description="a tiny model of the same family (CPU tests); implies random weights")
     resolution: int | None = Field(None, ge=16, description="input resolution override (changes the fingerprint)")
-    weights_dtype: Literal["float32", "bfloat16"] = Field(
-        "float32", description="dtype the frozen weights are stored in; bfloat16 saves memory for encoders that "
-        "compute under bf16 autocast anyway (the release's battery_bf16); features change slightly")
 
     @field_validator("weights")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -102,7 +103,22 @@ def build_generator(resolved: ResolvedRecipe, device: torch.device, plugins: Plu
     return _build(plugins, "generators", "generator", r.generator.name, resolved, info).to(device)
 
 
-def build_components(resolved: ResolvedRecipe, plugins: Plugins | None = None, local_rank: int = 0) -> Components:
+def hold_weights(enc, own: str | None, battery: str, where: str):
+    """The encoder with its frozen weights in its own ``weights_dtype``, else the battery's; the
+    battery-wide setting leaves encoders that compute in float32 (FID Inception) in float32."""
+    dtype = own or battery
+    if own is None and getattr(enc.spec, "dtype", "float32") == "float32":
+        return enc
+    try:
+        return enc.hold_weights_in(dtype)
+    except ValueError as exc:
+        raise RdmxError(f"{where}.weights_dtype: {exc}") from None
+
+
+def build_components(resolved: ResolvedRecipe, plugins: Plugins | None = None, local_rank: int = 0,
+                     skip_encoder: Callable[[str, Exception], None] | None = None) -> Components:
+    """Every component of ``resolved``. ``skip_encoder(label, error)``: report an encoder that fails
+    to build and go on without it (benchmarks on machines missing a family); default: raise."""
     plugins = plugins or get_plugins()
     r = resolved.recipe
     device = resolve_device(r.train.device)
@@ -116,12 +132,14 @@ def build_components(resolved: ResolvedRecipe, plugins: Plugins | None = None, l
     generator = _build(plugins, "generators", "generator", r.generator.name, resolved, info).to(device)
     encoders, roles = {}, {}
     for i, block in enumerate(r.battery.encoders):
-        enc = _build(plugins, "encoders", f"battery.encoders[{i}]", block.name, resolved, label=block.key())
-        weights_dtype = getattr(resolved.config(f"battery.encoders[{i}]"), "weights_dtype", "float32")
         try:
-            enc = enc.store_weights_as(weights_dtype)
-        except RdmxError as exc:
-            raise RdmxError(f"{resolved.source}: battery.encoders[{i}].weights_dtype: {exc}") from None
+            enc = _build(plugins, "encoders", f"battery.encoders[{i}]", block.name, resolved, label=block.key())
+        except Exception as exc:  # noqa: BLE001 - reported by skip_encoder, or raised
+            if skip_encoder is None:
+                raise
+            skip_encoder(block.key(), exc)
+            continue
+        enc = hold_weights(enc, block.weights_dtype, r.battery.weights_dtype, f"{resolved.source}: battery.encoders[{i}]")
         encoders[block.key()] = enc.to(device)
         roles[block.key()] = block.role
     estimator = _build(plugins, "estimators", "estimator", r.estimator.name, resolved)

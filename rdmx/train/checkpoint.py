@@ -3,7 +3,12 @@ id and the run's history (step-0 evaluation, skipped steps, wall time, evaluatio
 
 A checkpoint whose bytes do not match the sha256 written with it is refused (never used
 silently): see :mod:`rdmx.files`.
-"""
+
+One file, written by rank 0, whatever the run's layout: a generator sharded with FSDP2 is saved
+as its full state dict gathered on rank 0 (``torch.distributed.checkpoint.state_dict``, CPU
+offload, optimiser state keyed by parameter name), so ``rdmx eval`` / ``rdmx sample`` load it in
+one process and a resumed sharded run re-shards it exactly (rank 0 reads the file and broadcasts
+every tensor into the other ranks' shards)."""
 
 from __future__ import annotations
 
@@ -19,8 +24,63 @@ FORMAT = "rdmx-checkpoint-1"
 REQUIRED = ("step", "fingerprint", "generator")
 
 
-def save_checkpoint(path, *, step, generator, optimizer, balancer, fingerprint, run_id, extra=None) -> None:
-    state = generator if isinstance(generator, dict) else generator.state_dict()
+def training_state(generator, optimizer, sharded: bool) -> tuple[dict, dict | None, str]:
+    """``(generator state, optimiser state, optimiser key format)``; a collective when ``sharded``
+    (every rank calls it; rank 0 receives the full tensors, on the CPU)."""
+    if not sharded:
+        model = generator if isinstance(generator, dict) else generator.state_dict()
+        return model, (optimizer.state_dict() if optimizer is not None else None), "ids"
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model = get_model_state_dict(generator, options=opts)
+    optim = get_optimizer_state_dict(generator, optimizer, options=opts) if optimizer is not None else None
+    return model, optim, "names"
+
+
+def restore_training_state(generator, optimizer, ckpt: dict | None, sharded: bool) -> None:
+    """Load a checkpoint's generator and optimiser state. Sharded: every rank calls it, rank 0 with
+    the checkpoint, the others with None (rank 0 broadcasts into their shards)."""
+    if not sharded:
+        generator.load_state_dict(ckpt["generator"])
+        if ckpt.get("optimizer_keys", "ids") == "names":
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(generator, optimizer, ckpt["optimizer"],
+                                     options=StateDictOptions(full_state_dict=True))
+        else:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        return
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    main = ckpt is not None
+    set_model_state_dict(generator, ckpt["generator"] if main else {}, options=opts)
+    optim = ckpt["optimizer"] if main else {}
+    if main and ckpt.get("optimizer_keys", "ids") == "ids":
+        optim = _named_optimizer_state(generator, optim)
+    set_optimizer_state_dict(generator, optimizer, optim, options=opts)
+
+
+def _named_optimizer_state(generator, state: dict) -> dict:
+    """``optimizer.state_dict()`` (parameters by index) keyed by parameter name instead."""
+    names = [n for n, p in generator.named_parameters() if p.requires_grad]
+    groups = [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]
+    return {"state": {names[i]: v for i, v in state["state"].items()}, "param_groups": groups}
+
+
+def save_checkpoint(path, *, step, generator, optimizer, balancer, fingerprint, run_id, extra=None,
+                    state: tuple[dict, dict | None, str] | None = None) -> None:
+    """``state``: the output of :func:`training_state` when it was gathered already (sharded runs)."""
+    model, optim, keys = state if state is not None else training_state(generator, optimizer, False)
     save_torch(
         path,
         {
@@ -28,8 +88,9 @@ def save_checkpoint(path, *, step, generator, optimizer, balancer, fingerprint, 
             "step": int(step),
             "fingerprint": fingerprint,
             "run_id": run_id,
-            "generator": state,
-            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "generator": model,
+            "optimizer": optim,
+            "optimizer_keys": keys,
             "balancer": balancer.state_dict() if balancer is not None else None,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -46,7 +107,7 @@ def load_checkpoint(path: str | Path, fingerprint: str | None = None) -> dict[st
     remedy = ("it cannot be used; restore a good copy, or start the run over with --fresh "
               "(rdmx run ... --fresh)")
     try:
-        ckpt = load_torch(path, what="an rdmx checkpoint", remedy=remedy)
+        ckpt = load_torch(path, what="an rdmx checkpoint", remedy=remedy, mmap=True)  # tensors paged in on use
     except IntegrityError as exc:
         if "not a readable file" in exc.problem:
             raise RdmxError(f"{path}: not a readable rdmx checkpoint ({exc.problem})") from None
@@ -83,9 +144,19 @@ def restore_generator(generator: torch.nn.Module, ckpt: dict[str, Any], path: st
 
 
 def restore_training(ckpt: dict[str, Any], path: str | Path, *, generator, optimizer, balancer) -> int:
-    """Restore generator, optimiser, balancer and RNG from a verified checkpoint; returns its step."""
+    """Restore generator, optimiser, balancer and RNG from a verified checkpoint into an unsharded
+    generator (a sharded one: :func:`restore_training_state`); returns its step."""
     restore_generator(generator, ckpt, path)
-    parts = (("optimizer", optimizer.load_state_dict if optimizer is not None else None),
+    load_optimizer = None
+    if optimizer is not None:
+        def load_optimizer(state):
+            if ckpt.get("optimizer_keys", "ids") == "names":  # written by a sharded run: keyed by parameter name
+                from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+                set_optimizer_state_dict(generator, optimizer, state, options=StateDictOptions(full_state_dict=True))
+            else:
+                optimizer.load_state_dict(state)
+    parts = (("optimizer", load_optimizer),
              ("balancer", balancer.load_state_dict if balancer is not None else None),
              ("torch_rng", torch.set_rng_state))
     for key, load in parts:

@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from rdmx.train.sampling import encode_all, generate
+from rdmx.errors import RdmxError
+from rdmx.train.sampling import NonFiniteSamples, generate_features
 
 EVAL_NOISE_SALT = 12345  # eval noise = eval.seed + this: the same samples for every checkpoint
 EXTRA_NOISE_SALT = 1_000_003  # chunk i beyond eval.n: seed + EVAL_NOISE_SALT + this + i
@@ -50,7 +51,7 @@ def text_joint_eval(components, recipe, refs: Mapping[str, Any], prompt_tau=None
 @dataclass
 class Evaluation:
     result: Any  # rdmx.evaluate.suite.EvalResult (extra metrics merged into its summary)
-    samples: torch.Tensor
+    samples: torch.Tensor | None  # kept (CPU) only when asked for or when a metric reads them
     cond: torch.Tensor | None
 
     def scalars(self) -> dict[str, float]:
@@ -63,10 +64,9 @@ def check_finite(samples: torch.Tensor, feats: Mapping[str, torch.Tensor], encod
     """Evaluation needs finite samples and features: a NaN here names its source, not a linear-
     algebra routine three calls later."""
     from rdmx.components import describe_encoder
-    from rdmx.errors import RdmxError
 
     at = f" at step {step}" if step is not None else ""
-    if not torch.isfinite(samples).all():
+    if samples is not None and not torch.isfinite(samples).all():
         bad = int((~torch.isfinite(samples.reshape(len(samples), -1))).any(dim=1).sum())
         raise RdmxError(f"evaluation{at}: the generator made {bad} of {len(samples)} samples with NaN or inf values")
     for label, f in feats.items():
@@ -81,38 +81,54 @@ def evaluate_generator(
     generator, encoders: Mapping[str, torch.nn.Module], roles: Mapping[str, str], refs: Mapping[str, Any],
     eval_config, *, chunk: int, device: torch.device, metrics=(), data=None, step: int | None = None,
     text: TextJointEval | None = None, cond: torch.Tensor | None = None, reference_samples=None,
-) -> Evaluation:
-    """``eval_config`` is the recipe's ``[eval]`` block; ``refs`` hold each encoder's banks.
+    keep_samples: bool = False, dist=None,
+) -> Evaluation | None:
+    """``eval_config`` is the recipe's ``[eval]`` block; ``refs`` hold each encoder's banks; samples
+    are generated and encoded ``chunk`` at a time, without gradients.
 
     ``cond`` fixes the samples' conditions (e.g. every prompt of an evaluation set, ``len(cond)``
     samples); ``reference_samples`` (a baseline's images from the same noise and conditions) go to
-    the metrics (win rates); ``text`` adds the text-joint SW_r / MMDr (keys ``*_text``)."""
+    the metrics (win rates); ``text`` adds the text-joint SW_r / MMDr (keys ``*_text``).
+
+    Under torchrun every rank must call this (the ranks share the generation, see
+    :func:`rdmx.train.sampling.generate_features`); rank 0 computes the metrics and returns them,
+    the other ranks return None."""
     from rdmx.evaluate.base import EncoderFeatures, EvalContext
     from rdmx.evaluate.suite import evaluate_features
 
     e = eval_config
+    main = dist is None or dist.main
     n = e.n if cond is None else len(cond)
-    samples, cond = generate(generator, n, e.seed + EVAL_NOISE_SALT, chunk, device, cond=cond)
-    feats = encode_all(encoders, samples, chunk)
     streamed = [m for m in metrics if getattr(m, "stream_samples", 0)]
-    for m in streamed:
-        for s in range(0, n, chunk):
-            m.observe(samples[s : s + chunk], None if cond is None else cond[s : s + chunk])
+    try:
+        feats, samples, cond = generate_features(generator, encoders, n, e.seed + EVAL_NOISE_SALT, chunk, device,
+                                                 keep_samples=keep_samples or bool(metrics), dist=dist, cond=cond)
+    except NonFiniteSamples as exc:
+        raise RdmxError(f"evaluation{f' at step {step}' if step is not None else ''}: {exc}") from None
+    if main:
+        for m in streamed:
+            for s in range(0, n, chunk):
+                m.observe(samples[s : s + chunk], None if cond is None else cond[s : s + chunk])
     # samples beyond the first n (MMDr's mmd_n, FID-50K's 50,000): generated chunk by chunk from their
     # own fixed noise, encoded and streamed, never all held at once; the first n are unchanged
     total = max([e.bank_rows()] + [min(m.stream_samples, 10**9) for m in streamed])
     extra, extra_cond = {k: [] for k in encoders}, []
     for i, start in enumerate(range(n, total, chunk)):
         rows = min(chunk, total - start)
-        more, more_cond = generate(generator, rows, e.seed + EVAL_NOISE_SALT + EXTRA_NOISE_SALT + i, chunk, device)
+        needed = [m for m in streamed if start < m.stream_samples]
+        more_feats, more, more_cond = generate_features(
+            generator, encoders if start < e.bank_rows() else {}, rows,
+            e.seed + EVAL_NOISE_SALT + EXTRA_NOISE_SALT + i, chunk, device, keep_samples=bool(needed), dist=dist)
         if start < e.bank_rows():
-            for k, f in encode_all(encoders, more, chunk).items():
+            for k, f in more_feats.items():
                 extra[k].append(f)
             if more_cond is not None:
                 extra_cond.append(more_cond)
-        for m in streamed:
-            if start < m.stream_samples:
+        if main:
+            for m in needed:
                 m.observe(more, more_cond)
+    if not main:
+        return None
     feats = {k: torch.cat([f, *extra[k]]) for k, f in feats.items()}
     all_cond = None if cond is None else torch.cat([cond, *extra_cond])  # one per row of feats
     check_finite(samples, feats, encoders, step)
@@ -128,7 +144,7 @@ def evaluate_generator(
         labels = None if cond is None else ([prompts[i] for i in cond.tolist()] if prompts else cond.cpu())
         ctx = EvalContext(
             features={k: EncoderFeatures(feats[k], train[k], val[k], roles[k]) for k in encoders},
-            samples=samples.cpu(), labels=labels, step=step, reference_samples=reference_samples,
+            samples=samples, labels=labels, step=step, reference_samples=reference_samples,
         )
         ctx.data = data  # sample metrics on toy data (spiral) read the data's geometry
         for metric in metrics:

@@ -1,10 +1,13 @@
-"""The training loop (CPU, one GPU, or data-parallel under torchrun): gradient-cached steps,
-balancing, evaluation at step 0 and every K steps, sample grids, atomic checkpoints, tracking."""
+"""The training loop (CPU, one GPU, or data-parallel under torchrun, optionally with the
+generator sharded by FSDP2): gradient-cached steps, balancing, evaluation at step 0 and every K
+steps, sample grids, atomic checkpoints, tracking. Running out of memory anywhere is one message
+naming the setting to lower."""
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +22,15 @@ from rdmx.recipe import ResolvedRecipe
 from rdmx.samples import grid_conditions, save_grid
 from rdmx.track.base import NullTracker, Tracker
 from rdmx.train.build import Components, build_components
-from rdmx.train.checkpoint import load_checkpoint, restore_training, save_checkpoint
+from rdmx.train import micro_batch as auto_micro
+from rdmx.train import shard
+from rdmx.train.checkpoint import (
+    load_checkpoint,
+    restore_training,
+    restore_training_state,
+    save_checkpoint,
+    training_state,
+)
 from rdmx.train.distributed import DistContext, from_environment
 from rdmx.train.gradcache import cached_backward, direct_backward
 from rdmx.train.evaluation import evaluate_generator, text_joint_eval
@@ -65,10 +76,11 @@ class Trainer:
         self.out = Path(out_dir)
         self.dist = dist or from_environment()
         t = self.recipe.train
-        if t.batch % ((t.micro_batch or 1) * self.dist.world):
+        fixed = 1 if t.micro_batch == "auto" else (t.micro_batch or 1)
+        if t.batch % (fixed * self.dist.world):
             raise RdmxError(
                 f"train.batch ({t.batch}) must be a multiple of micro_batch × world size "
-                f"({t.micro_batch or 1} × {self.dist.world}): N = micro_batch × world_size × accumulation"
+                f"({fixed} × {self.dist.world}): N = micro_batch × world_size × accumulation"
             )
         self.tracker = (tracker or NullTracker()) if self.dist.main else NullTracker()
         self.progress = progress and self.dist.main
@@ -77,6 +89,74 @@ class Trainer:
         self.joint_condition = None  # text-joint law: generated rows' prompt ids -> τ(prompt)
         self.text_eval = None  # text-joint SW_r / MMDr inputs (rdmx.train.evaluation.text_joint_eval)
         self.state = RunState()
+        self.sharded = self._prepare_generator()
+        if t.micro_batch == "auto" and self.sharded:
+            raise RdmxError(
+                "train.micro_batch = 'auto' cannot probe a generator sharded with FSDP2 (train.shard = \"fsdp\"): "
+                "its forward and backward are collectives, and an out-of-memory error on one rank would leave "
+                "the others waiting; probe it unsharded on one GPU, or set train.micro_batch")
+        self._micro: int | None = None if t.micro_batch == "auto" else min(t.micro_batch or self.local_batch,
+                                                                         self.local_batch)
+        self.probe_budget: int | None = None  # saved-activation budget of the "auto" probe (default: see micro_batch)
+        self.phase = None  # a phase(name) context factory for benchmarks (rdmx.train.gradcache.PHASES, update, balancer)
+        self.cache_mode = "image"  # where phase 3 caches the loss gradient (benchmarks compare "features")
+        self.streak = 0  # consecutive skipped steps
+
+    def _prepare_generator(self) -> bool:
+        """Activation checkpointing, FSDP2 sharding and torch.compile as the recipe asks; True when
+        the generator is sharded."""
+        t = self.recipe.train
+        gen = self.c.generator
+        units = shard.shard_units(gen)
+        asked = [n for n, on in (("activation checkpointing", t.activation_checkpointing),
+                                  ("sharding", t.shard == "fsdp")) if on]
+        if asked and not units:
+            self.log(f"generator '{self.recipe.generator.name}' lists no shard_units(): "
+                     f"{' and '.join(asked)} will treat it as one block")
+            units = [gen] if t.activation_checkpointing else []
+        if t.activation_checkpointing:
+            shard.checkpoint_units(units)
+        sharded = False
+        if t.shard == "fsdp":
+            if self.dist.world > 1:
+                shard.fully_shard_generator(gen, [u for u in units if u is not gen], self.c.device, self.dist.world)
+                sharded = True
+            else:
+                self.log("train.shard = 'fsdp' in one process: the generator is not sharded")
+        if t.compile:
+            shard.compile_modules(gen, self.c.encoders)
+        return sharded
+
+    def log(self, message: str) -> None:
+        """A line on stderr from rank 0 (run set-up decisions: the probed micro batch, sharding)."""
+        if self.dist.main:
+            print(f"rdmx: {message}", file=sys.stderr, flush=True)
+
+    # -- batch geometry ----------------------------------------------------------------------
+    @property
+    def local_batch(self) -> int:
+        """This process's rows of the global batch N."""
+        return self.recipe.train.batch // self.dist.world
+
+    @property
+    def micro_batch(self) -> int:
+        """The gradient-caching chunk (``train.micro_batch``; probed once when "auto")."""
+        if self._micro is None:
+            train_encoders = {k: self.c.encoders[k] for k in self.c.train_names}
+            try:
+                m = auto_micro.probe_micro_batch(self.c.generator, train_encoders, self.local_batch, self.c.device,
+                                                 budget_bytes=self.probe_budget, log=self.log)
+            finally:
+                auto_micro.free_memory(self.c.device)
+            self._micro = auto_micro.agree(m, self.c.device)
+            if self._micro != m:
+                self.log(f"train.micro_batch = 'auto': {self._micro}, the smallest over the ranks")
+            self.tracker.log_metrics({"micro_batch": float(self._micro)}, 0)
+        return self._micro
+
+    @property
+    def accumulation(self) -> int:
+        return self.local_batch // self.micro_batch
 
     # -- set-up ----------------------------------------------------------------------------
     def prepare_references(self) -> None:
@@ -110,21 +190,27 @@ class Trainer:
             return t.lr
         return t.lr_min + 0.5 * (t.lr - t.lr_min) * (1 + math.cos(math.pi * step / max(t.steps - 1, 1)))
 
+    @property
+    def eval_chunk(self) -> int:
+        """Samples generated and encoded at once in evaluation: ``eval.chunk``, else 4 × micro batch."""
+        return eval_chunk(self.recipe, self.micro_batch)
+
     def generate(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``n`` samples from fixed noise (the same for every checkpoint with the same seed)."""
-        chunk = self.recipe.train.micro_batch or self.recipe.train.batch
-        return generate(self.c.generator, n, seed, chunk, self.c.device)
+        return generate(self.c.generator, n, seed, self.eval_chunk, self.c.device)
 
     def evaluate(self, step: int) -> dict[str, float]:
-        """Off-objective evaluation of the current generator (see rdmx.train.evaluation); rank 0 only."""
-        if not self.dist.main:
-            return {}
-        t = self.recipe.train
-        if self.text_eval is None and self.recipe.joint.kind == "text":
+        """Off-objective evaluation of the current generator (see rdmx.train.evaluation): every rank
+        generates and encodes a share of the samples, rank 0 computes, tracks and returns the metrics."""
+        if self.dist.main and self.text_eval is None and self.recipe.joint.kind == "text":
             self.text_eval = text_joint_eval(self.c, self.recipe, self.refs, self.joint_condition)
-        ev = evaluate_generator(self.c.generator, self.c.encoders, self.c.roles, self.refs, self.recipe.eval,
-                                chunk=t.micro_batch or t.batch, device=self.c.device, metrics=self.c.metrics,
-                                data=self.c.data, step=step, text=self.text_eval)
+        with self.out_of_memory(f"the evaluation at step {step}", "eval.chunk", self.eval_chunk):
+            ev = evaluate_generator(self.c.generator, self.c.encoders, self.c.roles, self.refs, self.recipe.eval,
+                                    chunk=self.eval_chunk, device=self.c.device, metrics=self.c.metrics,
+                                    data=self.c.data, step=step, keep_samples=not self.c.info.is_image,
+                                    text=self.text_eval, dist=self.dist)
+        if ev is None:
+            return {}
         self.last_samples = ev.samples
         self.mmd_protocol = ev.result.settings.get("mmd_protocol")
         metrics = {f"eval/{k}": v for k, v in ev.scalars().items()}
@@ -133,36 +219,43 @@ class Trainer:
         return metrics
 
     def save_samples(self, step: int) -> Path | None:
-        if not self.c.info.is_image or not self.dist.main:
+        """A labelled grid from fixed noise (rank 0 writes it; a sharded generator runs on every rank)."""
+        if not self.c.info.is_image or not (self.dist.main or self.sharded):
             return None
         cols = 8
         cond, labels, rows = grid_conditions(self.c.info, cols, self.c.device)  # a row per class / prompt
         gen = self.c.generator
         g = torch.Generator().manual_seed(self.recipe.seed + 777)
         noise = gen.sample_noise(rows * cols, g, self.c.device)
-        chunk = self.recipe.train.micro_batch or self.recipe.train.batch
+        chunk = self.eval_chunk
         was = gen.training
         gen.eval()
         with torch.no_grad():
             imgs = torch.cat([gen(noise[s : s + chunk], None if cond is None else cond[s : s + chunk])
                               for s in range(0, len(noise), chunk)])
         gen.train(was)
+        if not self.dist.main:
+            return None
         path = save_grid(imgs, self.out / "samples" / f"step-{step:06d}.png", labels=labels, columns=cols,
                          scale=max(1, 64 // imgs.shape[-1]), title=f"{self.recipe.name} step {step}")
         self.tracker.log_artifact(path, "samples")
         return path
 
     def checkpoint(self, step: int) -> Path:
+        """One atomic file on rank 0 (a sharded generator's full state is gathered there first)."""
         path = self.out / "checkpoints" / "last.pt"
+        gathered = training_state(self.c.generator, self.optimizer, True) if self.sharded else None
         if not self.dist.main:
             return path
         state = RunState(self.state.history, self.state.evals, self.state.skipped,
                          self.state.wall_s + time.perf_counter() - self._t0)
         save_checkpoint(path, step=step, generator=self.c.generator, optimizer=self.optimizer,
                         balancer=self.c.balancer, fingerprint=self.resolved.fingerprint,
-                        run_id=self.tracker.run_id, extra={"state": state.to_dict()})
+                        run_id=self.tracker.run_id, state=gathered,
+                        extra={"state": state.to_dict(), "micro_batch": self.micro_batch})
         if self.recipe.train.keep_checkpoints:  # a milestone: the generator's weights only (rdmx eval -c)
-            save_checkpoint(path.with_name(f"step-{step:06d}.pt"), step=step, generator=self.c.generator,
+            weights = gathered[0] if gathered is not None else self.c.generator
+            save_checkpoint(path.with_name(f"step-{step:06d}.pt"), step=step, generator=weights,
                             optimizer=None, balancer=None, fingerprint=self.resolved.fingerprint,
                             run_id=self.tracker.run_id)
         return path
@@ -171,16 +264,17 @@ class Trainer:
         """Accumulate into the generator's ``.grad`` the full-batch gradient ``s·∇L`` of step ``step``'s loss.
 
         Every rank draws the same global noise and keeps its slice; gradient caching bounds memory
-        by one micro-chunk; under torchrun the features are gathered and the gradients summed, so
-        every rank holds the single-process gradient.
+        by one micro-chunk and one encoder; under torchrun the features are gathered and the
+        gradients summed (by FSDP2's reduce-scatter when sharded), so every rank holds the
+        single-process gradient (its shard of it when sharded).
 
         The gradient scale s is decided here and only here: ``train.loss_scale`` (a number s, or the
         release's ``b / N`` for a reference per-GPU batch b). It never depends on the micro batch or
         the world size, so the clip threshold and the learning rate mean the same on any hardware."""
         r, t = self.recipe, self.recipe.train
         gen = self.c.generator
-        local = t.batch // self.dist.world  # this rank's share of the global batch N
-        micro = min(t.micro_batch or local, local)
+        local = self.local_batch  # this rank's share of the global batch N
+        micro = self.micro_batch
         grad_scale = t.gradient_scale()
         gather = self.dist.gather if self.dist.world > 1 else None
         rows = self.dist.slice(t.batch)
@@ -193,11 +287,13 @@ class Trainer:
         loss_fn = make_loss_fn(self.c.estimator, refs, self.c.balancer.weights, lambda: estimator_rng,
                                condition=self.joint_condition)
         train_encoders = {k: self.c.encoders[k] for k in self.c.train_names}
-        if micro < local:  # gradient caching: memory bounded by one micro-chunk
-            res = cached_backward(gen, train_encoders, noise, cond, loss_fn, micro, gather=gather, grad_scale=grad_scale)
+        if micro < local:  # gradient caching: memory bounded by one micro-chunk and one encoder
+            res = cached_backward(gen, train_encoders, noise, cond, loss_fn, micro, gather=gather,
+                                  grad_scale=grad_scale, mode=self.cache_mode, phase=self.phase)
         else:  # the whole share fits: the same gradient in one pass
             res = direct_backward(gen, train_encoders, noise, cond, loss_fn, grad_scale=grad_scale, gather=gather)
-        self.dist.sum_gradients([p for p in gen.parameters() if p.requires_grad])
+        if not self.sharded:  # FSDP2 sums in its reduce-scatter
+            self.dist.sum_gradients([p for p in gen.parameters() if p.requires_grad])
         return res
 
     def diagnose_nonfinite(self, step: int, res) -> str:
@@ -206,7 +302,7 @@ class Trainer:
         from rdmx.components import describe_encoder
 
         gen = self.c.generator
-        if not all(torch.isfinite(p).all() for p in gen.parameters()):
+        if not all(torch.isfinite(shard.local(p)).all() for p in gen.parameters()):
             return "the generator's parameters are non-finite"
         g = step_generator(self.recipe.seed, step, 0)
         n = min(8, self.recipe.train.batch)
@@ -241,6 +337,101 @@ class Trainer:
                     "their features are finite")
         return "the loss or the generator's gradient is non-finite although every encoder probes finite"
 
+    def grads_finite(self, params) -> bool:
+        """Every gradient finite (on every rank's shard when sharded)."""
+        ok = all(p.grad is None or bool(torch.isfinite(shard.local(p.grad)).all()) for p in params)
+        return bool(auto_micro.agree(int(ok), self.c.device)) if self.sharded else ok
+
+    def out_of_memory(self, where: str, setting: str, value, extra: str = ""):
+        """Turn ``torch.OutOfMemoryError`` in the block into one message naming ``setting``."""
+        return auto_micro.out_of_memory_hint(where, setting, value, extra, device=self.c.device)
+
+    def resume(self, checkpoint: dict[str, Any] | None = None, allowed: bool = True) -> int:
+        """Restore generator, optimiser, balancer, RNG and run history from ``checkpoint`` (loaded and
+        verified already) or, when ``allowed``, from ``out/checkpoints/last.pt``; returns the step to
+        start at. Sharded: rank 0 reads the file and broadcasts into every rank's shards."""
+        path = self.out / "checkpoints" / "last.pt"
+        gen, fp = self.c.generator, self.resolved.fingerprint
+        ckpt = None
+        if self.dist.main or not self.sharded:
+            ckpt = checkpoint
+            if ckpt is None and allowed and path.is_file():
+                ckpt = load_checkpoint(path, fp)
+        if not self.sharded:
+            if ckpt is None:
+                return 0
+            start = restore_training(ckpt, path, generator=gen, optimizer=self.optimizer, balancer=self.c.balancer)
+        else:
+            import torch.distributed as tdist
+
+            found = [ckpt is not None]
+            tdist.broadcast_object_list(found, src=0)
+            if not found[0]:
+                return 0
+            restore_training_state(gen, self.optimizer, ckpt, True)
+            keys = ("step", "balancer", "torch_rng", "extra")
+            small = [{k: ckpt.get(k) for k in keys} if ckpt is not None else None]
+            tdist.broadcast_object_list(small, src=0)
+            ckpt = small[0]
+            if ckpt["balancer"] is not None:
+                self.c.balancer.load_state_dict(ckpt["balancer"])
+            torch.set_rng_state(ckpt["torch_rng"])
+            start = int(ckpt["step"])
+        self.state = RunState.from_dict((ckpt.get("extra") or {}).get("state", {}))
+        return start
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """AdamW over the generator's trainable parameters (their shards when sharded)."""
+        t = self.recipe.train
+        self.params = [p for p in self.c.generator.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+        return self.optimizer
+
+    def _phase(self, name: str):
+        return self.phase(name) if self.phase is not None else contextlib.nullcontext()
+
+    def train_step(self, step: int) -> dict[str, float]:
+        """One optimisation step: the full-batch gradient of the step's loss, skipped when not
+        finite, clipped, AdamW, then the balancer's update; returns the row that is logged."""
+        t = self.recipe.train
+        ts = time.perf_counter()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(step)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.out_of_memory(f"training step {step}", "train.micro_batch", self.micro_batch,
+                                " or set train.micro_batch = \"auto\""):
+            res = self.compute_gradient(step)
+        with self._phase("update"):
+            loss = float(res.loss)
+            finite = math.isfinite(loss) and self.grads_finite(self.params)
+            if not finite:
+                self.state.skipped += 1
+                self.streak += 1
+                self.optimizer.zero_grad(set_to_none=True)
+                gnorm = float("nan")
+                if t.max_consecutive_skips and self.streak >= t.max_consecutive_skips:
+                    raise RdmxError(
+                        f"training stopped at step {step + 1}: {self.streak} consecutive steps had a non-finite loss "
+                        f"or gradient and were skipped (train.max_consecutive_skips = {t.max_consecutive_skips}); "
+                        f"{self.diagnose_nonfinite(step, res)}. Nothing was trained in those steps; the last "
+                        "checkpoint (if any) is intact")
+            else:
+                self.streak = 0
+                norm = torch.nn.utils.clip_grad_norm_(self.params, t.grad_clip if t.grad_clip > 0 else float("inf"))
+                gnorm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+                self.optimizer.step()
+        with self._phase("balancer"):
+            raws = {k: float(v) for k, v in res.raws.items()}
+            weights_used = dict(self.c.balancer.weights)
+            if finite:
+                self.c.balancer.update(raws)
+        dt = time.perf_counter() - ts
+        row = {"loss": loss, "grad_norm": gnorm, "images_per_s": t.batch / dt, "lr": self.lr_at(step),
+               "skipped_steps": self.state.skipped}
+        row.update({f"raw/{k}": v for k, v in raws.items()})
+        row.update({f"weight/{k}": float(v) for k, v in weights_used.items()})
+        return row
+
     # -- the loop ----------------------------------------------------------------------------
     def run(self, resume: bool = True, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
         """Train to ``train.steps``; resumes from ``checkpoint`` (already loaded and verified) or
@@ -248,19 +439,13 @@ class Trainer:
         r, t = self.recipe, self.recipe.train
         t0 = self._t0 = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
-        gen = self.c.generator
-        params = [p for p in gen.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
-        start = 0
-        ckpt_path = self.out / "checkpoints" / "last.pt"
-        ckpt = checkpoint
-        if ckpt is None and resume and ckpt_path.is_file():
-            ckpt = load_checkpoint(ckpt_path, self.resolved.fingerprint)
-        if ckpt is not None:
-            start = restore_training(ckpt, ckpt_path, generator=gen, optimizer=self.optimizer,
-                                     balancer=self.c.balancer)
-            self.state = RunState.from_dict(ckpt["extra"].get("state", {}))
-        self.prepare_references()
+        self.make_optimizer()
+        # resume (model, optimiser, balancer, RNG, step, history) from the given or the last checkpoint
+        self.streak = 0
+        start = self.resume(checkpoint, allowed=resume)
+        # frozen references, floors and evaluation banks (cached by fingerprint)
+        with self.out_of_memory("the reference build", "reference.batch_size", r.reference.batch_size):
+            self.prepare_references()
         if start == 0:
             self.evaluate(0)
         bar = None
@@ -268,39 +453,10 @@ class Trainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=t.steps, initial=start, desc=r.name, unit="step", dynamic_ncols=True)
-        streak = 0  # consecutive skipped steps
         for step in range(start, t.steps):
-            ts = time.perf_counter()
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.lr_at(step)
-            self.optimizer.zero_grad(set_to_none=True)
-            res = self.compute_gradient(step)
-            loss = float(res.loss)
-            finite = math.isfinite(loss) and all(p.grad is None or torch.isfinite(p.grad).all() for p in params)
-            if not finite:
-                self.state.skipped += 1
-                streak += 1
-                self.optimizer.zero_grad(set_to_none=True)
-                gnorm = float("nan")
-                if t.max_consecutive_skips and streak >= t.max_consecutive_skips:
-                    raise RdmxError(
-                        f"training stopped at step {step + 1}: {streak} consecutive steps had a non-finite loss or "
-                        f"gradient and were skipped (train.max_consecutive_skips = {t.max_consecutive_skips}); "
-                        f"{self.diagnose_nonfinite(step, res)}. Nothing was trained in those steps; the last "
-                        "checkpoint (if any) is intact")
-            else:
-                streak = 0
-                gnorm = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip > 0 else float("inf")))
-                self.optimizer.step()
-            raws = {k: float(v) for k, v in res.raws.items()}
-            weights_used = dict(self.c.balancer.weights)
-            if finite:
-                self.c.balancer.update(raws)
-            dt = time.perf_counter() - ts
-            row = {"loss": loss, "grad_norm": gnorm, "images_per_s": t.batch / dt, "lr": self.lr_at(step),
-                   "skipped_steps": self.state.skipped}
-            row.update({f"raw/{k}": v for k, v in raws.items()})
-            row.update({f"weight/{k}": float(v) for k, v in weights_used.items()})
+            # one step, then logging, evaluation, samples and checkpoints on their schedules
+            row = self.train_step(step)
+            raws = {k[4:]: v for k, v in row.items() if k.startswith("raw/")}
             self.state.history.append(row)
             done = step + 1
             if done % t.log_every == 0 or done == t.steps:
@@ -320,6 +476,7 @@ class Trainer:
                 bar.update(1)
         if bar is not None:
             bar.close()
+        # the final evaluation, grid and checkpoint
         final = self.evaluate(t.steps)
         grid = self.save_samples(t.steps)
         if not self.c.info.is_image and self.dist.main:  # small vector samples (toys): keep them for figures
@@ -334,8 +491,10 @@ class Trainer:
             "rdmx_version": __version__,
             "steps": t.steps,
             "batch": t.batch,
-            "micro_batch": t.micro_batch or t.batch // self.dist.world,
+            "micro_batch": self.micro_batch,
+            "accumulation": self.accumulation,
             "world_size": self.dist.world,
+            "sharded": self.sharded,
             "skipped_steps": self.state.skipped,
             "roles": dict(self.c.roles),
             "floors": self.floors,
@@ -347,6 +506,11 @@ class Trainer:
             "sample_grid": str(grid) if grid else None,
             "checkpoint": str(ckpt),
         }
+
+
+def eval_chunk(recipe, micro_batch: int) -> int:
+    """``eval.chunk``, or 4 × the training micro batch (evaluation keeps no graph, so it affords more)."""
+    return recipe.eval.chunk or 4 * micro_batch
 
 
 write_json_atomic = write_json  # the one atomic JSON writer lives in rdmx.files
