@@ -277,9 +277,14 @@ class ResolvedRecipe:
     @property
     def fingerprint(self) -> str:
         """Hash of everything that changes the results: the resolved recipe without tracking and
-        the settings in ``NOT_IN_FINGERPRINT``, ``reference.cache_dir`` normalised."""
+        the settings in ``NOT_IN_FINGERPRINT``, ``reference.cache_dir`` normalised, and without
+        ``train.steps`` under a constant learning rate."""
         d = self.to_dict()
         d.pop("tracking", None)
+        if d["train"].get("lr_schedule") == "constant":
+            # a constant-rate run's first k steps do not depend on its length, so raising train.steps
+            # continues the same run from its last checkpoint (a cosine schedule depends on it)
+            d["train"].pop("steps", None)
         for path in NOT_IN_FINGERPRINT:
             table, _, key = path.rpartition(".")
             d.get(table, {}).pop(key, None)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rdmx.errors import RecipeError
+from rdmx.errors import RdmxError, RecipeError
 from rdmx.plugins import get_plugins
 from rdmx.recipe import ResolvedRecipe, sweep_cells
 from rdmx.track.base import NullTracker, Tracker, make_tracker
@@ -61,7 +61,7 @@ def finished_summary(resolved: ResolvedRecipe, out: Path, checkpoint: dict[str, 
     from rdmx.files import IntegrityError, read_json
 
     path = out / "summary.json"
-    if checkpoint is None or checkpoint["step"] < resolved.recipe.train.steps or not path.is_file():
+    if checkpoint is None or checkpoint["step"] != resolved.recipe.train.steps or not path.is_file():
         return None
     try:
         summary = read_json(path)
@@ -100,10 +100,17 @@ def run_one(resolved: ResolvedRecipe, out: Path, tracker: Tracker, progress: boo
             clean_stale_temps(out, recursive=True)
         ckpt_path = out / "checkpoints" / "last.pt"
         ckpt = load_checkpoint(ckpt_path, resolved.fingerprint) if resume and ckpt_path.is_file() else None
+        steps = resolved.recipe.train.steps
+        if ckpt is not None and ckpt["step"] > steps:
+            raise RdmxError(f"{ckpt_path}: this run is at step {ckpt['step']}, beyond train.steps = {steps}; "
+                            f"ask for at least {ckpt['step']} steps, or train again with --fresh (another --out "
+                            f"keeps both)")
         done = finished_summary(resolved, out, ckpt)
         if done is not None:
             if main:
-                warn(f"{out} holds this recipe's finished run ({done['steps']} steps): nothing to do; "
+                more = (" --set train.steps=<more> trains on from it," if resolved.recipe.train.lr_schedule == "constant"
+                        else "")
+                warn(f"{out} holds this recipe's finished run ({done['steps']} steps): nothing to do;{more} "
                      f"--fresh trains it again, another --out keeps both")
             return done
         previous = _previous_run_id(out)

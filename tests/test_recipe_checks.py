@@ -132,8 +132,11 @@ def test_fingerprint_covers_exactly_what_changes_results():
     base = load_recipe(QUICK).fingerprint
     for same in ("train.checkpoint_every=7", "train.log_every=5", "train.sample_every=3",
                  "train.max_consecutive_skips=2", "reference.workers=4", "reference.cache_dir=\"./.rdmx-cache\"",
-                 "reference.cache_dir=\".rdmx-cache/\"", "tracking.backend=none", "tracking.run_name=\"x\""):
+                 "reference.cache_dir=\".rdmx-cache/\"", "tracking.backend=none", "tracking.run_name=\"x\"",
+                 "train.steps=10"):  # the quickstart's learning rate is constant: its steps do not depend on the length
         assert load_recipe(QUICK, [same]).fingerprint == base, same
-    for different in ("train.lr=0.01", "train.steps=10", "reference.cache_dir=\"elsewhere\"", "eval.n=100",
-                      "reference.floor_rows=100", "seed=1"):
+    for different in ("train.lr=0.01", "reference.cache_dir=\"elsewhere\"", "eval.n=100",
+                      "reference.floor_rows=100", "seed=1", "train.lr_schedule=\"cosine\""):
         assert load_recipe(QUICK, [different]).fingerprint != base, different
+    cosine = load_recipe(QUICK, ["train.lr_schedule=\"cosine\""]).fingerprint
+    assert load_recipe(QUICK, ["train.lr_schedule=\"cosine\"", "train.steps=10"]).fingerprint != cosine

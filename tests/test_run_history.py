@@ -15,6 +15,7 @@ from rdmx.files import FolderLock
 from rdmx.run import run_recipe
 from rdmx.track.base import Tracker
 from rdmx.track.safe import SafeTracker
+from rdmx.train.checkpoint import load_checkpoint
 from rdmx.train.loop import Trainer
 from tests.helpers import ROOT, rdmx
 from tests.test_engine import QUICK, TINY, tiny
@@ -64,6 +65,27 @@ def test_resumed_run_summary_equals_an_uninterrupted_one(tmp_path, monkeypatch, 
     assert resumed["wall_time_s"] > 0
     on_disk = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert on_disk["initial"] == straight["initial"] and on_disk["skipped_steps"] == 1
+
+
+def test_raising_steps_continues_a_constant_rate_run(tmp_path):
+    """Under a constant learning rate the first k steps do not depend on train.steps: a finished
+    2-step run asked for 4 continues from its checkpoint into the same 4 steps a 4-step run makes;
+    asking for fewer steps than the checkpoint holds is refused."""
+    short = tiny(tmp_path, "train.steps=2", "train.checkpoint_every=1")
+    long = tiny(tmp_path, "train.steps=4", "train.checkpoint_every=1")
+    assert short.fingerprint == long.fingerprint
+    cosine = [tiny(tmp_path, f"train.steps={n}", "train.lr_schedule=\"cosine\"").fingerprint for n in (2, 4)]
+    assert cosine[0] != cosine[1]  # the schedule depends on the length
+    straight = run_recipe(long, tmp_path / "a", progress=False)
+    run_recipe(short, tmp_path / "b", progress=False)
+    extended = run_recipe(long, tmp_path / "b", progress=False)
+    def losses(folder):
+        return [h["loss"] for h in load_checkpoint(folder / "checkpoints" / "last.pt")["extra"]["state"]["history"]]
+
+    assert losses(tmp_path / "b") == losses(tmp_path / "a") and len(losses(tmp_path / "a")) == 4
+    assert extended["final"] == straight["final"] and extended["steps"] == 4
+    with pytest.raises(RdmxError, match=r"at step 4, beyond train.steps = 2.*--fresh"):
+        run_recipe(short, tmp_path / "b", progress=False)
 
 
 def test_running_a_finished_run_again_changes_nothing(tmp_path):
