@@ -42,19 +42,10 @@ def training_state(generator, optimizer, sharded: bool) -> tuple[dict, dict | No
     return model, optim, "names"
 
 
-def restore_training_state(generator, optimizer, ckpt: dict | None, sharded: bool) -> None:
-    """Load a checkpoint's generator and optimiser state. Sharded: every rank calls it, rank 0 with
-    the checkpoint, the others with None (rank 0 broadcasts into their shards)."""
-    if not sharded:
-        generator.load_state_dict(ckpt["generator"])
-        if ckpt.get("optimizer_keys", "ids") == "names":
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-            set_optimizer_state_dict(generator, optimizer, ckpt["optimizer"],
-                                     options=StateDictOptions(full_state_dict=True))
-        else:
-            optimizer.load_state_dict(ckpt["optimizer"])
-        return
+def restore_sharded_state(generator, optimizer, ckpt: dict | None, path: str | Path) -> None:
+    """Load a checkpoint's generator and optimiser state into a generator sharded with FSDP2: every
+    rank calls it, rank 0 with the verified checkpoint, the others with None (rank 0 broadcasts
+    every tensor into their shards). An unsharded generator: :func:`restore_training`."""
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
         set_model_state_dict,
@@ -63,6 +54,8 @@ def restore_training_state(generator, optimizer, ckpt: dict | None, sharded: boo
 
     opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
     main = ckpt is not None
+    if main:
+        _refuse_non_finite(ckpt["generator"], path)
     set_model_state_dict(generator, ckpt["generator"] if main else {}, options=opts)
     optim = ckpt["optimizer"] if main else {}
     if main and ckpt.get("optimizer_keys", "ids") == "ids":
@@ -130,13 +123,17 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
-def restore_generator(generator: torch.nn.Module, ckpt: dict[str, Any], path: str | Path) -> None:
-    """Load a checkpoint's generator weights, refusing non-finite or ill-fitting ones clearly."""
-    state = ckpt["generator"]
+def _refuse_non_finite(state: dict[str, Any], path: str | Path) -> None:
     bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise IntegrityError(path, f"holds non-finite generator weights ({', '.join(bad[:3])})", "an rdmx checkpoint",
                              "restore a good copy, or start over with --fresh")
+
+
+def restore_generator(generator: torch.nn.Module, ckpt: dict[str, Any], path: str | Path) -> None:
+    """Load a checkpoint's generator weights, refusing non-finite or ill-fitting ones clearly."""
+    state = ckpt["generator"]
+    _refuse_non_finite(state, path)
     try:
         generator.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError, ValueError) as exc:
@@ -145,7 +142,7 @@ def restore_generator(generator: torch.nn.Module, ckpt: dict[str, Any], path: st
 
 def restore_training(ckpt: dict[str, Any], path: str | Path, *, generator, optimizer, balancer) -> int:
     """Restore generator, optimiser, balancer and RNG from a verified checkpoint into an unsharded
-    generator (a sharded one: :func:`restore_training_state`); returns its step."""
+    generator (a sharded one: :func:`restore_sharded_state`); returns its step."""
     restore_generator(generator, ckpt, path)
     load_optimizer = None
     if optimizer is not None:

@@ -27,7 +27,7 @@ from rdmx.train import shard
 from rdmx.train.checkpoint import (
     load_checkpoint,
     restore_training,
-    restore_training_state,
+    restore_sharded_state,
     save_checkpoint,
     training_state,
 )
@@ -368,7 +368,7 @@ class Trainer:
             tdist.broadcast_object_list(found, src=0)
             if not found[0]:
                 return 0
-            restore_training_state(gen, self.optimizer, ckpt, True)
+            restore_sharded_state(gen, self.optimizer, ckpt, path)
             keys = ("step", "balancer", "torch_rng", "extra")
             small = [{k: ckpt.get(k) for k in keys} if ckpt is not None else None]
             tdist.broadcast_object_list(small, src=0)
