@@ -34,7 +34,6 @@ import statistics
 import sys
 import tempfile
 import time
-import tomllib
 from collections import defaultdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -48,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 from rdmx.errors import RdmxError  # noqa: E402
 from rdmx.plugins import get_plugins  # noqa: E402
 from rdmx.recipe import validate_recipe  # noqa: E402
+from rdmx.recipe_compose import read_recipe  # noqa: E402
 from rdmx.reference.bundle import build_reference  # noqa: E402
 from rdmx.train.build import build_components  # noqa: E402
 from rdmx.train.evaluation import evaluate_generator  # noqa: E402
@@ -131,13 +131,13 @@ def synthetic_folder(root: Path, size: int, classes: int = 4, per_class: int = 2
 
 
 def paper_generator() -> str | None:
-    """A registered ``pmf-*`` generator (the paper's pMF one-step generator), if any."""
+    """The paper's generator ``pmf-h`` when registered, else another ``pmf-*`` one, else None."""
     names = sorted(n for n in get_plugins().registry("generators").names() if n.startswith("pmf"))
-    return names[0] if names else None
+    return "pmf-h" if "pmf-h" in names else (names[0] if names else None)
 
 
 def make_recipe(args, folder: Path) -> tuple[dict, list[str]]:
-    raw = tomllib.loads(Path(args.recipe).read_text())
+    raw = read_recipe(args.recipe)  # its includes (e.g. the panel battery) merged in
     notes = []
     raw["tracking"] = {"backend": "none"}
     raw["train"].update(batch=args.batch, micro_batch=8 if args.batch % 8 == 0 else 0)
@@ -479,7 +479,7 @@ def main() -> None:
     args.size = args.size or (32 if args.tiny else 256)
     args.runs = args.runs or "features:8,image:8,image:auto"
     device = torch.device(args.device)
-    recipe_n = tomllib.loads(Path(args.recipe).read_text())["train"]["batch"]
+    recipe_n = read_recipe(args.recipe)["train"]["batch"]
     loss_n = args.loss_n or recipe_n
     eval_n = args.eval_n or (256 if args.tiny else 2048)
     t_start = time.perf_counter()
