@@ -38,3 +38,21 @@ def test_gpu_step_script_runs_on_cpu_with_tiny_models(tmp_path):
                    "throughput", "peak memory", "of 500 steps", "bf16 matmul"):
         assert needle in table, needle
     assert "[step_h100" in (tmp_path / "log.txt").read_text()
+
+
+def test_benchmark_recipe_is_the_panel_with_its_included_battery_and_the_papers_generator(tmp_path):
+    """The default recipe keeps its battery in an included file; the paper's pMF-H stands in for
+    the recipe's conv generator on RGB image folders, tiny on CPU."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("step_benchmark", ROOT / "benchmarks" / "step.py")
+    step = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(step)
+    args = SimpleNamespace(recipe=str(ROOT / "recipes" / "irdm_panel.toml"), batch=16, device="cpu", compile=False,
+                           size=32, tiny=True, generator=None, generator_precision=None, skip=["radio"],
+                           weights_dtype=None, set=[])
+    raw, notes = step.make_recipe(args, tmp_path)
+    assert len(raw["battery"]["encoders"]) == 13 and all(e.get("tiny") for e in raw["battery"]["encoders"])
+    assert raw["generator"] == {"name": "pmf-h", "weights": "random", "tiny": True}
+    assert "encoder radio skipped (--skip)" in notes
