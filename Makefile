@@ -29,4 +29,4 @@ bench: install
 	$(BIN)/python benchmarks/startup.py
 
 clean:
-	rm -rf $(VENV) runs .rdmx-cache mlflow.db mlruns
+	rm -rf $(VENV) runs .rdmx-cache mlflow.db .mlflow.db.lock mlruns
