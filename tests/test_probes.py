@@ -6,10 +6,20 @@ import json
 
 import pytest
 
+from rdmx.cli import main
 from rdmx.errors import RdmxError
+from rdmx.files import load_torch, save_torch
 from rdmx.run import run_recipe
 from rdmx.track.safe import LocalMetrics
-from tests.test_engine import tiny
+from tests.test_engine import QUICK, tiny
+
+
+def _call(capsys, *args: str) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return exit_info.value.code, err
 
 
 def _rows(folder):
@@ -40,9 +50,46 @@ def test_resume_drops_rows_logged_past_the_checkpoint(tmp_path):
     assert not path.exists()
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (("sample", str(QUICK), "--n", "-5"), "Invalid value for '--n'"),
+    (("eval", str(QUICK), "--n", "0"), "Invalid value for '--n'"),
+    (("eval", str(QUICK), "--per-prompt", "0"), "Invalid value for '--per-prompt'"),
+    (("render", str(QUICK), "--prompts", "p.txt", "--out", "x", "--seeds", "0"), "Invalid value for '--seeds'"),
+    (("ui", "--port", "99999999"), "Invalid value for '--port'"),
+])
+def test_out_of_range_options_are_usage_errors(capsys, args, message):
+    code, err = _call(capsys, *args)
+    assert code == 2 and message in err
+
+
+def test_an_out_path_that_is_a_file_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    code, err = _call(capsys, "run", str(QUICK), "--set", "tracking.backend=none", "--out", str(blocker))
+    assert code == 2 and err.startswith(f"error: {blocker}: is a file, not a folder")
+    assert len(err.strip().splitlines()) == 1
+    assert blocker.read_text() == "x"
+
+
 def test_a_folder_where_the_checkpoint_goes_is_refused_before_training(tmp_path):
     (tmp_path / "o" / "checkpoints" / "last.pt").mkdir(parents=True)
     for resume in (True, False):
         with pytest.raises(RdmxError, match="last.pt is not a file"):
             run_recipe(tiny(tmp_path, "train.steps=1"), tmp_path / "o", progress=False, resume=resume)
     assert not (tmp_path / "o" / "metrics.jsonl").exists()
+
+
+def test_a_checkpoint_with_a_foreign_balancer_state_names_the_file(tmp_path):
+    r = tiny(tmp_path, "train.steps=1")
+    run_recipe(r, tmp_path / "o", progress=False)
+    ckpt = tmp_path / "o" / "checkpoints" / "last.pt"
+    state = load_torch(ckpt)
+    state["balancer"] = {"weird": 1}
+    save_torch(ckpt, state)
+    with pytest.raises(RdmxError, match=r"last\.pt: its balancer state cannot be restored .*--fresh"):
+        run_recipe(tiny(tmp_path, "train.steps=2"), tmp_path / "o", progress=False)
+
+
+def test_show_validates_every_sweep_cell(capsys):
+    code, err = _call(capsys, "show", str(QUICK), "--set", 'sweep={"train.lr"=[1e-3, -1]}')
+    assert code == 2 and "[sweep {'train.lr': -1}]: train.lr: Input should be greater than 0" in err
