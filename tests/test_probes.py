@@ -93,3 +93,47 @@ def test_a_checkpoint_with_a_foreign_balancer_state_names_the_file(tmp_path):
 def test_show_validates_every_sweep_cell(capsys):
     code, err = _call(capsys, "show", str(QUICK), "--set", 'sweep={"train.lr"=[1e-3, -1]}')
     assert code == 2 and "[sweep {'train.lr': -1}]: train.lr: Input should be greater than 0" in err
+
+
+def test_a_valid_bank_or_floor_copied_over_another_is_discarded_not_used(tmp_path):
+    import shutil
+
+    import torch
+
+    from rdmx.files import IntegrityError, save_tensors, write_sealed_json
+    from rdmx.reference.build import _load_bank, _read_floor, discard_damaged
+
+    banks = [tmp_path / f"enc{i}-data-val-n4-s0.safetensors" for i in (1, 2)]
+    floors = [tmp_path / f"enc{i}-data-req-d8-n64-s0.json" for i in (1, 2)]
+    for i, (bank, floor) in enumerate(zip(banks, floors, strict=True)):
+        save_tensors(bank, {"features": torch.full((4, 3), float(i)), "labels": torch.zeros(4, dtype=torch.long)},
+                     {"split": "val", "file": bank.name})
+        write_sealed_json(floor, {"floor": float(i), "file": floor.name})
+    assert _load_bank(banks[1])[0][0, 0] == 1 and _read_floor(floors[1]) == 1.0
+    shutil.copy(banks[0], banks[1])  # another encoder's bank, checksum intact
+    shutil.copy(floors[0], floors[1])
+    for load, path in ((_load_bank, banks[1]), (_read_floor, floors[1])):
+        with pytest.raises(IntegrityError, match="copied or renamed over this one"):
+            load(path)
+    notes = discard_damaged({"val_bank": banks[1], "floor": floors[1]})
+    assert len(notes) == 2 and not banks[1].exists() and not floors[1].exists()
+
+
+def test_a_feature_shard_copied_from_another_encoder_is_refused(tmp_path):
+    import shutil
+
+    import torch
+
+    from rdmx.files import IntegrityError, save_tensors, write_sealed_json
+    from rdmx.reference.extract import FORMAT, MANIFEST, FeatureSet, shard_name
+
+    sets = [tmp_path / f"enc{i}-data-val" for i in (1, 2)]
+    for i, d in enumerate(sets):
+        write_sealed_json(d / MANIFEST, {"format": FORMAT, "complete": True, "dim": 3, "rows": 4, "shard_rows": 4,
+                                         "shards": 1})
+        save_tensors(d / shard_name(0), {"features": torch.full((4, 3), float(i)),
+                                         "labels": torch.zeros(4, dtype=torch.long)}, {"shard": "0", "set": d.name})
+    assert FeatureSet.open(sets[1]).shard(0)[0][0, 0] == 1
+    shutil.copy(sets[0] / shard_name(0), sets[1] / shard_name(0))
+    with pytest.raises(IntegrityError, match="is shard 0 of enc1-data-val: copied or renamed"):
+        FeatureSet.open(sets[1]).shard(0)
