@@ -137,3 +137,10 @@ def test_a_feature_shard_copied_from_another_encoder_is_refused(tmp_path):
     shutil.copy(sets[0] / shard_name(0), sets[1] / shard_name(0))
     with pytest.raises(IntegrityError, match="is shard 0 of enc1-data-val: copied or renamed"):
         FeatureSet.open(sets[1]).shard(0)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "inf", "nan"])
+def test_a_bad_loss_scale_is_one_message(capsys, value):
+    code, err = _call(capsys, "show", str(QUICK), "--set", f"train.loss_scale={value}")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "train.loss_scale: Value error, a number s (the gradient s·∇L) must be finite and > 0" in err
