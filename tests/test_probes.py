@@ -144,3 +144,15 @@ def test_a_bad_loss_scale_is_one_message(capsys, value):
     code, err = _call(capsys, "show", str(QUICK), "--set", f"train.loss_scale={value}")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "train.loss_scale: Value error, a number s (the gradient s·∇L) must be finite and > 0" in err
+
+
+def test_encoders_configured_for_other_channels_than_the_data_are_refused_by_show(tmp_path, capsys):
+    from PIL import Image
+
+    for i in range(3):
+        (tmp_path / "imgs" / f"c{i}").mkdir(parents=True)
+        Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tmp_path / "imgs" / f"c{i}" / "x.png")
+    data = 'data={ name = "image-folder", path = ' + json.dumps(str(tmp_path / "imgs")) + ", size = 8, val_count = 1 }"
+    code, err = _call(capsys, "show", str(QUICK), "--set", data)
+    assert code == 2
+    assert "battery.encoders[0].channels: 1, but data 'image-folder' has 3-channel images; set channels = 3" in err
