@@ -156,3 +156,21 @@ def test_encoders_configured_for_other_channels_than_the_data_are_refused_by_sho
     code, err = _call(capsys, "show", str(QUICK), "--set", data)
     assert code == 2
     assert "battery.encoders[0].channels: 1, but data 'image-folder' has 3-channel images; set channels = 3" in err
+
+
+def test_reference_build_takes_its_workers_from_the_recipe(tmp_path, capsys, monkeypatch):
+    import rdmx.cli_reference as cli_reference
+
+    seen = {}
+
+    def fake_build(*args, num_workers, **kwargs):
+        seen["workers"] = num_workers
+        raise RdmxError("stop here")
+
+    monkeypatch.setattr(cli_reference, "run_reference_build", fake_build)
+    tiny_set = ["--set", "tracking.backend=none", "--set", "reference.workers=0"]
+    assert _call(capsys, "reference", "build", str(QUICK), *tiny_set)[0] == 2 and seen["workers"] == 0
+    assert _call(capsys, "reference", "build", str(QUICK), *tiny_set, "--workers", "3")[0] == 2
+    assert seen["workers"] == 3
+    code, err = _call(capsys, "reference", "build", str(QUICK), "--workers", "-1")
+    assert code == 2 and "Invalid value for '--workers'" in err
