@@ -28,7 +28,15 @@ def physical_memory() -> int | None:
     """This machine's memory in bytes ($RDMX_MEMORY_BYTES overrides; None when unknown)."""
     override = os.environ.get("RDMX_MEMORY_BYTES", "").strip()
     if override:
-        return int(float(override))
+        try:
+            value = float(override)
+        except ValueError:
+            value = math.nan
+        if not 0 < value < math.inf:
+            from rdmx.errors import RdmxError
+
+            raise RdmxError(f"RDMX_MEMORY_BYTES must be a positive number of bytes (e.g. 64e9), got {override!r}")
+        return int(value)
     try:
         return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):

@@ -174,3 +174,10 @@ def test_reference_build_takes_its_workers_from_the_recipe(tmp_path, capsys, mon
     assert seen["workers"] == 3
     code, err = _call(capsys, "reference", "build", str(QUICK), "--workers", "-1")
     assert code == 2 and "Invalid value for '--workers'" in err
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan"])
+def test_a_bad_memory_override_is_one_message(capsys, monkeypatch, value):
+    monkeypatch.setenv("RDMX_MEMORY_BYTES", value)
+    code, err = _call(capsys, "show", str(QUICK))
+    assert code == 2 and err.strip() == f"error: RDMX_MEMORY_BYTES must be a positive number of bytes (e.g. 64e9), got {value!r}"
