@@ -382,6 +382,9 @@ def render_cmd(
                      f"captions = {path})")
 
 
+UI_STORES = {"file", "sqlite", "postgresql", "mysql", "mssql"}  # MLflow's backend stores
+
+
 @app.command("ui")
 def ui_cmd(
     port: Annotated[int, typer.Option(min=1, max=65535, help="port on 127.0.0.1")] = 5000,
@@ -393,6 +396,10 @@ def ui_cmd(
     from rdmx.track.mlflow_tracker import tracking_uri
 
     store = tracking_uri(uri)
+    scheme = store.split("://", 1)[0].split("+", 1)[0] if "://" in store else "file"
+    if scheme not in UI_STORES:
+        raise RdmxError(f"rdmx ui: the MLflow UI reads a backend store ({', '.join(sorted(UI_STORES))}), not "
+                        f"{store!r} (from --uri or $MLFLOW_TRACKING_URI); a tracking server has its own UI")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri", store]
     typer.echo(f"MLflow UI on http://127.0.0.1:{port}  (store {store})")
     raise typer.Exit(subprocess.call(cmd))
@@ -480,7 +487,7 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:  # a path the user gave that cannot be written or read: --out on a file, ...
         if debug or not exc.filename:
             raise
-        where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else str(exc.filename)
+        where = exc.filename2 or exc.filename  # a rename: its destination (not the temporary file)
         problem = "is a file, not a folder" if isinstance(exc, FileExistsError) else exc.strerror or exc
         typer.echo(f"error: {where}: {problem} (check the path: --out, reference.cache_dir, ...)", err=True)
         sys.exit(2)

@@ -181,3 +181,19 @@ def test_a_bad_memory_override_is_one_message(capsys, monkeypatch, value):
     monkeypatch.setenv("RDMX_MEMORY_BYTES", value)
     code, err = _call(capsys, "show", str(QUICK))
     assert code == 2 and err.strip() == f"error: RDMX_MEMORY_BYTES must be a positive number of bytes (e.g. 64e9), got {value!r}"
+
+
+@pytest.mark.parametrize("uri", ["bogus://x", "http://127.0.0.1:5000"])
+def test_ui_on_something_that_is_not_a_store_is_one_message(capsys, uri):
+    code, err = _call(capsys, "ui", "--uri", uri)
+    assert code == 2 and err.startswith("error: rdmx ui: the MLflow UI reads a backend store")
+
+
+def test_a_summary_that_cannot_be_replaced_names_it_not_the_temporary(tmp_path, capsys):
+    run_recipe(tiny(tmp_path, "train.steps=1"), tmp_path / "o", progress=False)
+    (tmp_path / "o" / "summary.json").unlink()
+    (tmp_path / "o" / "summary.json").mkdir()
+    recipe = str(tmp_path / "o" / "recipe.resolved.toml")
+    code, err = _call(capsys, "run", recipe, "--set", "train.steps=2", "--out", str(tmp_path / "o"), "--no-progress")
+    assert code == 2 and err.startswith(f"error: {tmp_path / 'o' / 'summary.json'}: Is a directory"), err
+    assert ".tmp-" not in err
