@@ -197,3 +197,13 @@ def test_a_summary_that_cannot_be_replaced_names_it_not_the_temporary(tmp_path, 
     code, err = _call(capsys, "run", recipe, "--set", "train.steps=2", "--out", str(tmp_path / "o"), "--no-progress")
     assert code == 2 and err.startswith(f"error: {tmp_path / 'o' / 'summary.json'}: Is a directory"), err
     assert ".tmp-" not in err
+
+
+@pytest.mark.parametrize("step", [-4, "ten", 2.5])
+def test_a_checkpoint_with_an_impossible_step_is_refused(tmp_path, step):
+    from rdmx.files import IntegrityError
+    from rdmx.train.checkpoint import FORMAT, load_checkpoint
+
+    path = save_torch(tmp_path / "last.pt", {"format": FORMAT, "step": step, "fingerprint": "f", "generator": {}})
+    with pytest.raises(IntegrityError, match="incomplete checkpoint"):
+        load_checkpoint(path, "f")

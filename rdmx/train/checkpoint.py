@@ -118,7 +118,8 @@ def load_checkpoint(path: str | Path, fingerprint: str | None = None) -> dict[st
     if ckpt.get("format") != FORMAT:
         raise RdmxError(f"{path}: not an rdmx checkpoint")
     missing = [k for k in REQUIRED if k not in ckpt]
-    if missing or not isinstance(ckpt.get("step"), int) or not isinstance(ckpt.get("generator"), dict):
+    step = ckpt.get("step")
+    if missing or not isinstance(step, int) or step < 0 or not isinstance(ckpt.get("generator"), dict):
         raise IntegrityError(path, f"incomplete checkpoint (missing or malformed: {', '.join(missing) or 'step/generator'})",
                              "an rdmx checkpoint", remedy)
     if fingerprint is not None and ckpt["fingerprint"] != fingerprint:
