@@ -162,6 +162,10 @@ def show_cmd(
     from rdmx.recipe import load_recipe
 
     resolved = load_recipe(recipe, set_)
+    if resolved.recipe.sweep:  # every cell validated, as `rdmx run` will before any work
+        from rdmx.recipe import sweep_cells
+
+        sweep_cells(resolved)
     if as_json:
         typer.echo(json.dumps({"fingerprint": resolved.fingerprint, "recipe": resolved.to_dict()}, indent=2))
         return
@@ -261,12 +265,12 @@ def eval_cmd(
     recipe: Annotated[Path, typer.Argument(help="the recipe that trained the checkpoint")],
     checkpoint: Annotated[Optional[Path], typer.Option(
         "--checkpoint", "-c", help="checkpoint file (.pt); none or 'base': the recipe's generator as built (its warm start)")] = None,
-    n: Annotated[Optional[int], typer.Option("--n", help="samples and rows per real set for every metric; default eval.n (SW_rK, FD) and eval.mmd_n (MMDr)")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", min=2, help="samples and rows per real set for every metric; default eval.n (SW_rK, FD) and eval.mmd_n (MMDr)")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="folder for eval.json")] = None,
     prompts: Annotated[Optional[Path], typer.Option("--prompts", help="text-to-image: evaluate on these prompts "
                                                     "(e.g. COCO-val captions, Pick-a-Pic test prompts)")] = None,
     key: Annotated[str, typer.Option("--key", help="prompt field of a .jsonl/.csv prompt file")] = "prompt",
-    per_prompt: Annotated[int, typer.Option("--per-prompt", help="samples per prompt with --prompts")] = 1,
+    per_prompt: Annotated[int, typer.Option("--per-prompt", min=1, help="samples per prompt with --prompts")] = 1,
     baseline: Annotated[Optional[Path], typer.Option("--baseline", help="checkpoint (or 'base') rendered from the "
                                                      "same noise and prompts: metrics report win rates over it")] = None,
     baseline_set: Annotated[Optional[list[str]], typer.Option("--baseline-set", help="override for the baseline's "
@@ -303,13 +307,13 @@ def sample_cmd(
     recipe: Annotated[Path, typer.Argument(help="the recipe that trained the checkpoint")],
     checkpoint: Annotated[Optional[Path], typer.Option(
         "--checkpoint", "-c", help="checkpoint file (.pt); none or 'base': the recipe's generator as built (its warm start)")] = None,
-    n: Annotated[int, typer.Option("--n", help="number of samples (grid format)")] = 64,
+    n: Annotated[int, typer.Option("--n", min=1, help="number of samples (grid format)")] = 64,
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("samples"),
     fmt: Annotated[str, typer.Option("--format", help="grid: PNG grids + samples.npz; geneval: the official "
                                      "GenEval folder layout for --prompts (a GenEval metadata .jsonl)")] = "grid",
     prompts: Annotated[Optional[Path], typer.Option("--prompts", help="prompt file for a text-to-image generator "
                                                     "(.txt/.jsonl/.csv/.json; GenEval metadata for --format geneval)")] = None,
-    per_prompt: Annotated[int, typer.Option("--per-prompt", help="GenEval samples per prompt")] = 4,
+    per_prompt: Annotated[int, typer.Option("--per-prompt", min=1, help="GenEval samples per prompt")] = 4,
     set_: SetOpt = None,
 ) -> None:
     """Write labelled PNG grids and an ADM-compatible samples.npz, or GenEval's folder layout, from a checkpoint."""
@@ -346,12 +350,12 @@ def render_cmd(
     prompts: Annotated[Path, typer.Option("--prompts", help="prompt file (.txt/.jsonl/.csv/.json, COCO captions)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="folder: images/ and captions.jsonl")],
     checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="checkpoint, or 'base' (the teacher)")] = Path("base"),
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Euler steps (the teacher: 4); sets generator.steps")] = 4,
-    seeds: Annotated[int, typer.Option("--seeds", help="renders per prompt")] = 24,
-    keep: Annotated[int, typer.Option("--keep", help="best renders kept per prompt")] = 3,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Euler steps (the teacher: 4); sets generator.steps")] = 4,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="renders per prompt")] = 24,
+    keep: Annotated[int, typer.Option("--keep", min=1, help="best renders kept per prompt")] = 3,
     key: Annotated[str, typer.Option("--key", help="prompt field of a .jsonl/.csv prompt file")] = "prompt",
     shard: Annotated[str, typer.Option("--shard", help="j/n: render prompts i = j mod n (one GPU each)")] = "0/1",
-    batch: Annotated[int, typer.Option("--batch", help="images per generator call")] = 8,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="images per generator call")] = 8,
     set_: SetOpt = None,
 ) -> None:
     """Teacher renders for a reference: the PickScore-best KEEP of SEEDS renders per prompt, written as
@@ -378,9 +382,12 @@ def render_cmd(
                      f"captions = {path})")
 
 
+UI_STORES = {"file", "sqlite", "postgresql", "mysql", "mssql"}  # MLflow's backend stores
+
+
 @app.command("ui")
 def ui_cmd(
-    port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port on 127.0.0.1")] = 5000,
     uri: Annotated[Optional[str], typer.Option(help="backend store URI (default: the one runs use)")] = None,
 ) -> None:
     """Start the MLflow UI on the store in use, bound to 127.0.0.1."""
@@ -389,6 +396,10 @@ def ui_cmd(
     from rdmx.track.mlflow_tracker import tracking_uri
 
     store = tracking_uri(uri)
+    scheme = store.split("://", 1)[0].split("+", 1)[0] if "://" in store else "file"
+    if scheme not in UI_STORES:
+        raise RdmxError(f"rdmx ui: the MLflow UI reads a backend store ({', '.join(sorted(UI_STORES))}), not "
+                        f"{store!r} (from --uri or $MLFLOW_TRACKING_URI); a tracking server has its own UI")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri", store]
     typer.echo(f"MLflow UI on http://127.0.0.1:{port}  (store {store})")
     raise typer.Exit(subprocess.call(cmd))
@@ -473,6 +484,13 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted; the last checkpoint (if any) is intact — run again to resume", err=True)
         sys.exit(130)
+    except OSError as exc:  # a path the user gave that cannot be written or read: --out on a file, ...
+        if debug or not exc.filename:
+            raise
+        where = exc.filename2 or exc.filename  # a rename: its destination (not the temporary file)
+        problem = "is a file, not a folder" if isinstance(exc, FileExistsError) else exc.strerror or exc
+        typer.echo(f"error: {where}: {problem} (check the path: --out, reference.cache_dir, ...)", err=True)
+        sys.exit(2)
     except Exception as exc:  # an out-of-memory error no command turned into its own message
         if debug or type(exc).__name__ != "OutOfMemoryError":
             raise

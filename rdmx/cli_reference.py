@@ -119,8 +119,9 @@ def build_cmd(
     recipe: Annotated[Path, typer.Argument(help="recipe TOML")],
     set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override a field: path=value")] = None,
     batch_size: Annotated[Optional[int], typer.Option(
-        "--batch-size", help="images per encoder forward (default: the recipe's reference.batch_size)")] = None,
-    workers: Annotated[int, typer.Option("--workers", help="DataLoader worker processes")] = 4,
+        "--batch-size", min=1, help="images per encoder forward (default: the recipe's reference.batch_size)")] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        "--workers", min=0, help="DataLoader worker processes (default: the recipe's reference.workers)")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="recompute every bundle, floor and bank from the features")] = False,
@@ -139,6 +140,7 @@ def build_cmd(
         from rdmx.train.micro_batch import out_of_memory_hint
 
         batch_size = batch_size or r.reference.batch_size
+        workers = r.reference.workers if workers is None else workers
         with out_of_memory_hint("the reference build", "--batch-size / reference.batch_size", batch_size):
             refs = run_reference_build(
                 c.data, c.encoders, c.estimator, cache_dir=r.reference.cache_dir, train_names=c.train_names,

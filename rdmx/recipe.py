@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import os
 import re
 import tomllib
@@ -99,7 +100,9 @@ def _loss_scale(value: Any) -> Any:
             "loss_scale = { reference_micro_batch = 8 } for the release's ∇L·b/N with its per-GPU batch b = 8, "
             "or a number s for s·∇L (1.0 = the plain gradient)"
         )
-    return 1.0 if value == "none" else value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not (0 < value < math.inf):
+        raise ValueError("a number s (the gradient s·∇L) must be finite and > 0")  # one message,
+    return 1.0 if value == "none" else value  # not one per member of the union
 
 
 class TrainConfig(_Strict):

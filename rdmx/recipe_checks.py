@@ -2,6 +2,7 @@
 before any work starts: values that each validate but cannot work together.
 
 * class-joint matching needs labelled data (``DatasetMeta.classes``);
+* an encoder with a ``channels`` option takes images of the data's channels;
 * the memory the recipe's sizes need, against this machine's memory. The estimate counts only
   what rdmx itself must hold at once (float32, 4 bytes per value), from the registered
   metadata (sample shape, encoder dims) — a lower bound, so a recipe refused here cannot run:
@@ -27,7 +28,15 @@ def physical_memory() -> int | None:
     """This machine's memory in bytes ($RDMX_MEMORY_BYTES overrides; None when unknown)."""
     override = os.environ.get("RDMX_MEMORY_BYTES", "").strip()
     if override:
-        return int(float(override))
+        try:
+            value = float(override)
+        except ValueError:
+            value = math.nan
+        if not 0 < value < math.inf:
+            from rdmx.errors import RdmxError
+
+            raise RdmxError(f"RDMX_MEMORY_BYTES must be a positive number of bytes (e.g. 64e9), got {override!r}")
+        return int(value)
     try:
         return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):
@@ -88,6 +97,13 @@ def check_recipe(resolved, plugins, available: int | None = None) -> list[str]:
         if classes == 0:
             problems.append(f"{src}: joint.kind: 'class' matches the joint law of images and class labels, "
                             f"but data '{r.data.name}' has no classes; use joint.kind = 'marginal'")
+    shape = _declared(plugins, "datasets", r.data.name, "sample_shape", resolved.config("data"))
+    if shape and len(shape) == 3:  # images: an encoder configured for other channels fails on its first batch
+        for i, enc in enumerate(r.battery.encoders):
+            channels = getattr(resolved.config(f"battery.encoders[{i}]"), "channels", None)
+            if isinstance(channels, int) and channels != shape[0]:
+                problems.append(f"{src}: battery.encoders[{i}].channels: {channels}, but data '{r.data.name}' has "
+                                f"{shape[0]}-channel images; set channels = {shape[0]}")
     available = physical_memory() if available is None else available
     if available:
         for field, need, what in memory_needs(resolved, plugins):

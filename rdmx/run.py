@@ -99,7 +99,9 @@ def run_one(resolved: ResolvedRecipe, out: Path, tracker: Tracker, progress: boo
         if main:
             clean_stale_temps(out, recursive=True)
         ckpt_path = out / "checkpoints" / "last.pt"
-        ckpt = load_checkpoint(ckpt_path, resolved.fingerprint) if resume and ckpt_path.is_file() else None
+        if ckpt_path.exists() and not ckpt_path.is_file():  # found now, not when the first save fails
+            raise RdmxError(f"{ckpt_path} is not a file, so this run could not checkpoint; move it away")
+        ckpt = load_checkpoint(ckpt_path, resolved.fingerprint) if resume and ckpt_path.exists() else None
         steps = resolved.recipe.train.steps
         if ckpt is not None and ckpt["step"] > steps:
             raise RdmxError(f"{ckpt_path}: this run is at step {ckpt['step']}, beyond train.steps = {steps}; "
@@ -118,8 +120,8 @@ def run_one(resolved: ResolvedRecipe, out: Path, tracker: Tracker, progress: boo
         if main and previous and previous != run_id:
             tracker.mark_abandoned(previous)
         trainer = Trainer(resolved, out, tracker=tracker, progress=progress)
-        if hasattr(tracker, "use_folder"):
-            tracker.use_folder(out)
+        if hasattr(tracker, "use_folder") and main:
+            tracker.use_folder(out, resume_step=ckpt["step"] if ckpt is not None else None)
         name = resolved.recipe.tracking.run_name or f"{resolved.recipe.name}-{resolved.fingerprint[:8]}"
         tracker.start(name, resolved.to_dict(), tags={"rdmx.fingerprint": resolved.fingerprint}, run_id=run_id,
                       nested=nested)

@@ -49,6 +49,6 @@ def test_accumulation_is_refused_with_what_to_write(tmp_path):
         tiny(tmp_path, 'train.loss_scale="accumulation"')
     msg = str(err.value)
     assert "train.loss_scale" in msg and "reference_micro_batch = 8" in msg and "GPU count" in msg
-    with pytest.raises(RecipeError, match="greater than 0"):
+    with pytest.raises(RecipeError, match="must be finite and > 0"):
         tiny(tmp_path, "train.loss_scale=0")
     assert tiny(tmp_path, 'train.loss_scale="none"').recipe.train.gradient_scale() == 1.0

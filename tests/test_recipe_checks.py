@@ -94,7 +94,10 @@ def _folder(root, nested: bool, val: int):
 def _folder_recipe(root, *extra):
     return load_recipe(QUICK, [
         "data={ name = \"image-folder\", path = " + json.dumps(str(root / "train")) + ", val_path = "
-        + json.dumps(str(root / "val")) + ", size = 8 }", "battery.encoders[2].resolution=8", *extra])
+        + json.dumps(str(root / "val")) + ", size = 8 }", "battery.encoders[2].resolution=8", *RGB, *extra])
+
+
+RGB = [f"battery.encoders[{i}].channels=3" for i in range(5)]  # the folder's images are RGB
 
 
 def test_class_joint_on_a_flat_folder_names_joint_kind(tmp_path):
@@ -113,7 +116,7 @@ def test_empty_val_split_is_found_before_any_extraction(tmp_path):
     _folder(tmp_path, nested=True, val=0)
     r = load_recipe(QUICK, [
         "data={ name = \"image-folder\", path = " + json.dumps(str(tmp_path / "train")) + ", size = 8 }",
-        "battery.encoders[2].resolution=8", "reference.cache_dir=" + json.dumps(str(tmp_path / "cache"))])
+        "battery.encoders[2].resolution=8", *RGB, "reference.cache_dir=" + json.dumps(str(tmp_path / "cache"))])
     with pytest.raises(RdmxError) as exc:
         build_components(r)
     msg = str(exc.value)

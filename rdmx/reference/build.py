@@ -127,15 +127,27 @@ def _condition(kind: str, labels: torch.Tensor, tau: torch.Tensor | None) -> tor
     return None
 
 
+def _check_name(path: Path, stored: Any, what: str) -> None:
+    """Banks and floors record their own file name, which names their encoder, data, split, rows and
+    seed: a valid file copied or renamed over another (another encoder's bank) is refused."""
+    if stored != path.name:
+        problem = ("was written for another file (" + repr(stored) + "): copied or renamed over this one"
+                   if stored else "records no file name (written by an older rdmx)")
+        raise IntegrityError(path, problem, what, REBUILD)
+
+
 def _load_bank(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    data, _ = load_tensors(path, what="an evaluation bank", remedy=REBUILD)
+    data, meta = load_tensors(path, what="an evaluation bank", remedy=REBUILD)
     if set(data) != {"features", "labels"} or data["features"].ndim != 2:
         raise IntegrityError(path, "holds tensors of the wrong names or shapes", "an evaluation bank", REBUILD)
+    _check_name(path, meta.get("file"), "an evaluation bank")
     return data["features"], data["labels"]
 
 
 def _read_floor(path: Path) -> float:
-    value = read_sealed_json(path, what="a real-data floor", remedy=REBUILD).get("floor")
+    stored = read_sealed_json(path, what="a real-data floor", remedy=REBUILD)
+    _check_name(path, stored.get("file"), "a real-data floor")
+    value = stored.get("floor")
     if not isinstance(value, (int, float)) or not math.isfinite(value):
         raise IntegrityError(path, f"holds no finite floor (got {value!r})", "a real-data floor", REBUILD)
     return float(value)
@@ -301,6 +313,7 @@ def build_references(
                                        draws=draws, n=rows, seed=seed)
                 paths["floor"].parent.mkdir(parents=True, exist_ok=True)
                 write_sealed_json(paths["floor"], {"floor": value, "draws": draws, "rows": rows, "seed": seed,
+                                                   "file": paths["floor"].name,
                                                    "estimator": repr(estimator)})
             for split in SPLITS:
                 bank = paths[f"{split}_bank"]
@@ -309,7 +322,7 @@ def build_references(
                     feats, labels = fs.take(bank_rows(fs.rows, eval_rows, seed, split))
                     bank.parent.mkdir(parents=True, exist_ok=True)
                     save_tensors(bank, {"features": feats, "labels": labels},
-                                        {"rows": str(len(feats)), "seed": str(seed), "split": split})
+                                        {"rows": str(len(feats)), "seed": str(seed), "split": split, "file": bank.name})
     _barrier()
 
     out = {}

@@ -116,9 +116,12 @@ class FeatureSet:
         if not path.is_file():
             raise IntegrityError(path, "missing although its manifest says the extraction is complete",
                                  "a feature shard", REMEDY)
-        data, _ = load_tensors(path, what="a feature shard", remedy=REMEDY)
+        data, meta = load_tensors(path, what="a feature shard", remedy=REMEDY)
         if set(data) != {"features", "labels"} or data["features"].shape[1:] != (self.dim,):
             raise IntegrityError(path, "holds tensors of the wrong names or shapes", "a feature shard", REMEDY)
+        if meta.get("set", self.path.name) != self.path.name or meta.get("shard", str(index)) != str(index):
+            raise IntegrityError(path, f"is shard {meta.get('shard')} of {meta.get('set')}: copied or renamed over "
+                                 f"this one", "a feature shard", REMEDY)  # (shards of older rdmx record no set)
         return data["features"], data["labels"]
 
     def chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -381,7 +384,7 @@ def _run_shards(todo, dataset, missing, shard_rows, batch_size, num_workers, pro
                 lab = torch.cat(labels)
                 for d in missing[s]:
                     meta = {"shard": str(s), "first_row": str(s * shard_rows), "rows": str(len(lab)),
-                            "shard_rows": str(shard_rows)}
+                            "shard_rows": str(shard_rows), "set": d.name}
                     atomic_save_tensors(d / shard_name(s), {"features": torch.cat(parts.pop(d)), "labels": lab}, meta)
                 labels = []
                 if on_shard is not None:

@@ -49,21 +49,42 @@ class LocalMetrics:
     def __init__(self, path: Path):
         self.path = Path(path)
 
+    def rows(self) -> list[dict[str, Any]]:
+        """The file's rows; a line cut by a kill or damaged (not a JSON object with an int step) is left out."""
+        if not self.path.is_file():
+            return []
+        rows = []
+        for line in self.path.read_bytes().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:  # also undecodable bytes
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int):
+                rows.append(row)
+        return rows
+
     def last_steps(self) -> dict[str, int]:
         last: dict[str, int] = {}
-        if not self.path.is_file():
-            return last
-        with open(self.path) as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue  # a line cut by a kill
-                step = row.pop("step", None)
-                if isinstance(step, int):
-                    for k in row:
-                        last[k] = max(last.get(k, step), step)
+        for row in self.rows():
+            step = row.pop("step")
+            for k in row:
+                last[k] = max(last.get(k, step), step)
         return last
+
+    def rewind(self, step: int | None) -> None:
+        """Keep the rows of steps up to ``step`` only (the checkpoint a run resumes from; None: a run
+        that starts over keeps none), rewritten atomically: the file then holds this run's rows,
+        never those of a run started over (``--fresh``) or of steps a killed process logged past its
+        last checkpoint."""
+        from rdmx.files import atomic_write_text
+
+        if not self.path.is_file():
+            return
+        if step is None:
+            self.path.unlink()
+            return
+        kept = [json.dumps(r, sort_keys=True) + "\n" for r in self.rows() if r["step"] <= step]
+        atomic_write_text(self.path, "".join(kept))
 
     def append(self, metrics: Mapping[str, float], step: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,9 +122,11 @@ class SafeTracker(Tracker):
                  f"training goes on, metrics are kept in {self.local.path if self.local else 'memory'}")
         return False, None
 
-    def use_folder(self, out: Path) -> None:
-        """Write the next run's metrics to ``out/metrics.jsonl``."""
+    def use_folder(self, out: Path, resume_step: int | None = None) -> None:
+        """Write the next run's metrics to ``out/metrics.jsonl``, which keeps the rows up to
+        ``resume_step`` (the checkpoint's step; None: the run starts over and keeps none)."""
         self.local = LocalMetrics(Path(out) / "metrics.jsonl")
+        self.local.rewind(resume_step)
 
     @property
     def run_id(self) -> str | None:  # type: ignore[override]

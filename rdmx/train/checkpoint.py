@@ -95,6 +95,9 @@ def save_checkpoint(path, *, step, generator, optimizer, balancer, fingerprint, 
 def load_checkpoint(path: str | Path, fingerprint: str | None = None) -> dict[str, Any]:
     """A verified checkpoint; refused when damaged, of another format, or of another recipe."""
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise RdmxError(f"{path}: not a checkpoint file (a folder?); a checkpoint is a .pt file, e.g. "
+                        f"RUN/checkpoints/last.pt")
     if not path.is_file():
         raise RdmxError(f"checkpoint not found: {path}")
     remedy = ("it cannot be used; restore a good copy, or start the run over with --fresh "
@@ -108,7 +111,8 @@ def load_checkpoint(path: str | Path, fingerprint: str | None = None) -> dict[st
     if ckpt.get("format") != FORMAT:
         raise RdmxError(f"{path}: not an rdmx checkpoint")
     missing = [k for k in REQUIRED if k not in ckpt]
-    if missing or not isinstance(ckpt.get("step"), int) or not isinstance(ckpt.get("generator"), dict):
+    step = ckpt.get("step")
+    if missing or not isinstance(step, int) or step < 0 or not isinstance(ckpt.get("generator"), dict):
         raise IntegrityError(path, f"incomplete checkpoint (missing or malformed: {', '.join(missing) or 'step/generator'})",
                              "an rdmx checkpoint", remedy)
     if fingerprint is not None and ckpt["fingerprint"] != fingerprint:
@@ -164,7 +168,7 @@ def restore_training(ckpt: dict[str, Any], path: str | Path, *, generator, optim
             raise RdmxError(f"{path}: has no {key} state to resume from; start over with --fresh")
         try:
             load(value)
-        except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as exc:
+        except (RuntimeError, KeyError, TypeError, ValueError, IndexError, RdmxError) as exc:
             raise RdmxError(f"{path}: its {key} state cannot be restored ({_first_line(exc)}); "
                             f"start over with --fresh") from None
     cuda = ckpt.get("cuda_rng")  # on as many devices as both the checkpoint and this machine have
