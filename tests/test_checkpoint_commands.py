@@ -60,6 +60,7 @@ def test_wrong_checkpoint_is_a_clear_error(trained, tmp_path):
     assert res.returncode == 2 and "not a readable rdmx checkpoint" in res.stderr
     res = rdmx("eval", str(QUICK), *args, "--set", "train.lr=0.5", "-c", str(tmp / "run/checkpoints/last.pt"), cwd=tmp)
     assert res.returncode == 2 and "fingerprint" in res.stderr and "Traceback" not in res.stderr
+    assert str(tmp / "run" / "recipe.resolved.toml") in res.stderr  # the recipe that made it
 
 
 def test_spiral_sweep_smoke_writes_cells_figure_and_table(tmp_path):

@@ -116,9 +116,11 @@ def load_checkpoint(path: str | Path, fingerprint: str | None = None) -> dict[st
         raise IntegrityError(path, f"incomplete checkpoint (missing or malformed: {', '.join(missing) or 'step/generator'})",
                              "an rdmx checkpoint", remedy)
     if fingerprint is not None and ckpt["fingerprint"] != fingerprint:
+        made_by = path.parent.parent / "recipe.resolved.toml"  # written in every run (and sweep cell) folder
+        hint = f": {made_by}" if made_by.is_file() else " (rdmx show prints fingerprints)"
         raise RdmxError(
             f"{path}: checkpoint belongs to recipe fingerprint {ckpt['fingerprint']}, "
-            f"not {fingerprint}; use the recipe that made it (rdmx show prints fingerprints)"
+            f"not {fingerprint}; use the recipe that made it{hint}"
         )
     return ckpt
 

@@ -145,7 +145,7 @@ def test_weights_cli_lists_generators_and_refuses_offline(cache):
     row = next(line for line in out.stdout.splitlines() if "pmf-h" in line)
     assert "generator" in row and "missing" in row
     out = rdmx("weights", "fetch", "pmf-h", env=env)
-    assert out.returncode == 1 and "HF_HUB_OFFLINE" in out.stdout + out.stderr
+    assert out.returncode == 2 and "HF_HUB_OFFLINE" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_list_generators_shows_the_family_from_its_entry_point():
