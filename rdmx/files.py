@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +173,19 @@ def seal(obj: Mapping[str, Any]) -> dict[str, Any]:
 def write_sealed_json(path: str | Path, obj: Mapping[str, Any]) -> Path:
     """JSON carrying the sha256 of its own content, written atomically."""
     return atomic_write_text(path, json.dumps(seal(obj), indent=2, sort_keys=True, default=str))
+
+
+def jsonl_records(path: str | Path, label: str = "") -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed value)`` of every non-blank line of a JSON-lines file; a line that
+    is not JSON is an RdmxError ``"<label><path>, line <n>: invalid JSON (...)"``."""
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise RdmxError(f"{label}{path}, line {n}: invalid JSON ({exc.msg})") from None
 
 
 def read_json(path: str | Path, *, what: str = "", remedy: str = "") -> Any:

@@ -161,21 +161,14 @@ GENEVAL_SEED_BASE = 46_000_000  # the release's noise: one generator per sample,
 
 def read_geneval_metadata(path: str | Path) -> list[dict]:
     """GenEval's ``evaluation_metadata.jsonl``: one JSON object per line, each with a ``prompt``."""
-    import json
-
     from rdmx.errors import RdmxError
+    from rdmx.files import jsonl_records
 
     path = Path(path)
     if not path.is_file():
         raise RdmxError(f"prompt file {path} does not exist")
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RdmxError(f"{path}, line {n}: invalid JSON ({exc.msg})") from None
+    for n, obj in jsonl_records(path):
         if not isinstance(obj, dict) or not str(obj.get("prompt", "")).strip():
             raise RdmxError(f"{path}, line {n}: a GenEval metadata line needs a non-empty 'prompt'")
         rows.append(obj)

@@ -35,8 +35,16 @@ import numpy as np
 import torch
 
 from rdmx.data.base import RealData
-from rdmx.data.folder import CROP_METHOD, FolderListing, _images_below, listing_digest, load_image, split_indices
+from rdmx.data.folder import (
+    CROP_METHOD,
+    FolderListing,
+    _images_below,
+    listing_digest,
+    load_image,
+    split_indices,
+)
 from rdmx.errors import RdmxError
+from rdmx.files import jsonl_records
 
 PROBLEMS = ("no_caption", "empty_caption", "missing_file")
 _PROBLEM_TEXT = {
@@ -79,17 +87,10 @@ def _table_rows(path: Path, fmt: str, file_key: str, caption_key: str) -> list[t
     """(file, caption, where) rows of a JSONL or CSV table; ``where`` names the line."""
     rows = []
     if fmt == "jsonl":
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise RdmxError(f"captions file {path}, line {n}: invalid JSON ({exc.msg})") from None
-                if not isinstance(obj, dict) or file_key not in obj:
-                    raise RdmxError(f"captions file {path}, line {n}: needs a '{file_key}' field")
-                rows.append((str(obj[file_key]), obj.get(caption_key), f"{path}:{n}"))
+        for n, obj in jsonl_records(path, "captions file "):
+            if not isinstance(obj, dict) or file_key not in obj:
+                raise RdmxError(f"captions file {path}, line {n}: needs a '{file_key}' field")
+            rows.append((str(obj[file_key]), obj.get(caption_key), f"{path}:{n}"))
     else:
         with open(path, encoding="utf-8", newline="") as f:
             reader = csv.DictReader(f)

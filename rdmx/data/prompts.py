@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rdmx.errors import RdmxError
+from rdmx.files import jsonl_records
 
 
 @dataclass(frozen=True)
@@ -58,13 +59,7 @@ def _records(path: Path, key: str) -> list[tuple[object, str]]:
             if line.strip():
                 out.append((line, f"{path}:{n}"))
     elif suffix in (".jsonl", ".ndjson"):
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RdmxError(f"prompt file {path}, line {n}: invalid JSON ({exc.msg})") from None
+        for n, obj in jsonl_records(path, "prompt file "):
             if not isinstance(obj, dict) or key not in obj:
                 raise RdmxError(f"prompt file {path}, line {n}: needs a '{key}' field")
             out.append((obj[key], f"{path}:{n}"))
