@@ -218,15 +218,22 @@ def synthetic_refs(trainer, rows_min: int, eval_rows: int, seed: int = 0):
 
 
 # -- measurements ----------------------------------------------------------------------------------
-def measure_components(trainer, chunk: int, repeats: int) -> dict:
-    """Each component alone at ``chunk``: generator forward (no grad) and forward+backward, every
-    training encoder forward (no grad) and forward+backward into the image."""
+def chunk_inputs(trainer, chunk: int):
+    """The generator, one chunk of fixed noise and conditions, and its (detached) images."""
     c, dev = trainer.c, trainer.c.device
     gen = c.generator
     g = torch.Generator().manual_seed(0)
     noise, cond = gen.sample_noise(chunk, g, dev), gen.sample_conditions(chunk, g, dev)
     with torch.no_grad():
         x = gen(noise, cond).detach()
+    return gen, noise, cond, x
+
+
+def measure_components(trainer, chunk: int, repeats: int) -> dict:
+    """Each component alone at ``chunk``: generator forward (no grad) and forward+backward, every
+    training encoder forward (no grad) and forward+backward into the image."""
+    c, dev = trainer.c, trainer.c.device
+    gen, noise, cond, x = chunk_inputs(trainer, chunk)
     out = {}
 
     def gen_fwd():
@@ -258,11 +265,7 @@ def measure_compile(trainer, chunk: int, names: list[str], repeats: int) -> dict
     """Forward+backward at ``chunk`` of the generator and the named encoders, eager vs
     ``torch.compile`` (what ``train.compile`` buys each component; compile time reported)."""
     c, dev = trainer.c, trainer.c.device
-    gen = c.generator
-    g = torch.Generator().manual_seed(0)
-    noise, cond = gen.sample_noise(chunk, g, dev), gen.sample_conditions(chunk, g, dev)
-    with torch.no_grad():
-        x = gen(noise, cond).detach()
+    gen, noise, cond, x = chunk_inputs(trainer, chunk)
     out = {}
     for name in names:
         module = gen if name == "generator" else c.encoders[name]
