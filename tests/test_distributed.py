@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
 
 import torch
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run_single_and_ranks
 from tests.test_engine import TINY
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_ranks_equal_one_process(tmp_path):
@@ -27,24 +18,9 @@ def test_two_ranks_equal_one_process(tmp_path):
     sets += ["train.batch=64", "train.micro_batch=16", "train.steps=2", "tracking.backend=none",
              "train.loss_scale={ reference_micro_batch = 8 }",
              f"reference.cache_dir={json.dumps(str(tmp_path / 'cache'))}"]
-    base = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    base.pop("WORLD_SIZE", None)
     worker = [sys.executable, str(ROOT / "tests" / "dist_worker.py")]
-    single = subprocess.run([*worker, str(tmp_path / "one"), json.dumps([*sets, "train.micro_batch=32"])],
-                            env=base, cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)
-    assert single.returncode == 0, single.stderr[-3000:]
-    port = str(_port())
-    procs = [
-        subprocess.Popen([*worker, str(tmp_path / "two"), json.dumps(sets)], cwd=ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True,
-                         env={**base, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2",
-                              "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})
-        for r in range(2)
-    ]
-    for p in procs:
-        _, err = p.communicate(timeout=600)
-        assert p.returncode == 0, err[-3000:]
+    run_single_and_ranks(worker, [str(tmp_path / "one"), json.dumps([*sets, "train.micro_batch=32"])],
+                         [str(tmp_path / "two"), json.dumps(sets)], timeout=600)
     one = torch.load(tmp_path / "one" / "rank0-of-1.pt", weights_only=False)
     ranks = [torch.load(tmp_path / "two" / f"rank{r}-of-2.pt", weights_only=False) for r in range(2)]
     for rank in ranks:

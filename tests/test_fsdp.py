@@ -5,14 +5,11 @@ state gathered on rank 0) resumes a killed sharded run to the same result."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 
 import torch
 
-from tests.helpers import ROOT
-from tests.test_distributed import _port
+from tests.helpers import ROOT, run_single_and_ranks
 from tests.test_engine import TINY
 
 
@@ -21,23 +18,8 @@ def test_fsdp_two_ranks_equal_one_process_and_resume_exactly(tmp_path):
     sets += ["train.batch=64", "train.micro_batch=16", "train.steps=3", "train.checkpoint_every=2",
              "tracking.backend=none", "eval.n=32", f"reference.cache_dir={json.dumps(str(tmp_path / 'cache'))}"]
     sharded = [*sets, 'train.shard="fsdp"', "train.activation_checkpointing=true"]
-    base = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    base.pop("WORLD_SIZE", None)
     worker = [sys.executable, str(ROOT / "tests" / "fsdp_worker.py")]
-    single = subprocess.run([*worker, str(tmp_path / "one"), json.dumps(sets)], env=base, cwd=ROOT,
-                            capture_output=True, text=True, timeout=900)
-    assert single.returncode == 0, single.stderr[-3000:]
-    port = str(_port())
-    procs = [
-        subprocess.Popen([*worker, str(tmp_path / "two"), json.dumps(sharded)], cwd=ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True,
-                         env={**base, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2",
-                              "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})
-        for r in range(2)
-    ]
-    for p in procs:
-        _, err = p.communicate(timeout=900)
-        assert p.returncode == 0, err[-3000:]
+    run_single_and_ranks(worker, [str(tmp_path / "one"), json.dumps(sets)], [str(tmp_path / "two"), json.dumps(sharded)])
     one = torch.load(tmp_path / "one" / "rank0-of-1.pt", weights_only=False)
     ranks = [torch.load(tmp_path / "two" / f"rank{r}-of-2.pt", weights_only=False) for r in range(2)]
     assert not one["sharded"] and one["units"] == 0

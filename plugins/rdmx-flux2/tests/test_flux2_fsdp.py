@@ -5,43 +5,23 @@ VAE decoder beside, gets the same gradient and makes the same updates as one uns
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
-
 from flux2_tiny import make_workspace
 
+from tests.helpers import run_single_and_ranks
+
 WORKER = Path(__file__).with_name("fsdp_flux2_worker.py")
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_fsdp_shards_the_transformer_and_matches_one_process(tmp_path):
     root = make_workspace(tmp_path)
     train = {"batch": 8, "micro_batch": 2, "steps": 2}
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    env.pop("WORLD_SIZE", None)
-    single = subprocess.run([sys.executable, str(WORKER), str(root), str(tmp_path / "one"), json.dumps(train)],
-                            env=env, capture_output=True, text=True, timeout=900)
-    assert single.returncode == 0, single.stderr[-3000:]
-    port = str(_port())
-    sharded = json.dumps({**train, "shard": "fsdp"})
-    procs = [subprocess.Popen([sys.executable, str(WORKER), str(root), str(tmp_path / "two"), sharded],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2",
-                                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})
-             for r in range(2)]
-    for p in procs:
-        _, err = p.communicate(timeout=900)
-        assert p.returncode == 0, err[-3000:]
+    worker = [sys.executable, str(WORKER), str(root)]
+    run_single_and_ranks(worker, [str(tmp_path / "one"), json.dumps(train)],
+                         [str(tmp_path / "two"), json.dumps({**train, "shard": "fsdp"})], cwd=None)
     one = torch.load(tmp_path / "one" / "result.pt", weights_only=False)
     two = torch.load(tmp_path / "two" / "result.pt", weights_only=False)
     assert not one["sharded"] and two["sharded"] and two["units"] >= 3  # 2 transformer blocks + the root
