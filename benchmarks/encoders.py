@@ -13,48 +13,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from timing import count_flops, matmul_tflops, timed  # noqa: E402 - benchmarks/timing.py
 
 from rdmx.errors import RdmxError  # noqa: E402
 from rdmx.plugins import get_plugins  # noqa: E402
 
 PANEL = ["inception", "convnext", "mae", "clip", "dinov3", "pe-core", "siglip2", "aimv2", "webssl", "dreamsim",
          "dinov2", "siglip", "radio", "flux-vae"]
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device, iters: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    t = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    sync(device)
-    return (time.perf_counter() - t) / iters
-
-
-def matmul_tflops(dtype: str, device: torch.device, n: int, iters: int) -> float:
-    dt = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
-    a = torch.randn(n, n, device=device, dtype=dt)
-    b = torch.randn(n, n, device=device, dtype=dt)
-    s = timed(lambda: a @ b, device, iters, 1)
-    return 2 * n**3 / s / 1e12
-
-
-def count_flops(fn) -> int:
-    with FlopCounterMode(display=False) as fc:
-        fn()
-    return fc.get_total_flops()
 
 
 def bench(name: str, args, device: torch.device, baselines: dict) -> dict:

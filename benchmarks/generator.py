@@ -15,43 +15,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from timing import count_flops, matmul_tflops, timed  # noqa: E402 - benchmarks/timing.py
 
 from rdmx.plugins import get_plugins  # noqa: E402
 from rdmx.train.generator import DataInfo  # noqa: E402
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device: torch.device, iters: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    t = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    sync(device)
-    return (time.perf_counter() - t) / iters
-
-
-def matmul_tflops(dtype: torch.dtype, device: torch.device, n: int, iters: int) -> float:
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    return 2 * n**3 / timed(lambda: a @ b, device, iters, 1) / 1e12
-
-
-def count_flops(fn) -> int:
-    with FlopCounterMode(display=False) as fc:
-        fn()
-    return fc.get_total_flops()
 
 
 def build(size: str, device: torch.device, resolution: int, classes: int):
