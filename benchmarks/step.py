@@ -42,7 +42,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]  # rdmx from this checkout; benchmarks/timing.py
+
+from timing import count_flops, matmul_tflops, sync, timed  # noqa: E402
 
 from rdmx.errors import RdmxError  # noqa: E402
 from rdmx.plugins import get_plugins  # noqa: E402
@@ -62,11 +64,6 @@ EVAL_TARGET_N = 16384
 
 
 # -- timing ------------------------------------------------------------------------------------
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class PhaseTimer:
     """A ``phase(name)`` callback for the engine: wall time per phase, synchronised on CUDA."""
 
@@ -82,37 +79,6 @@ class PhaseTimer:
         finally:
             sync(self.device)
             self.s[name] += time.perf_counter() - t0
-
-
-def timed(fn, device, repeats: int = 3, warmup: int = 1) -> float:
-    """Median seconds of ``fn()`` after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
-
-
-def matmul_tflops(device: torch.device) -> float:
-    """bf16 matmul throughput of this device (the same-run reference for achieved TFLOP/s)."""
-    n = 8192 if device.type == "cuda" else 1024
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    s = timed(lambda: a @ b, device, repeats=5, warmup=2)
-    return 2 * n**3 / s / 1e12
-
-
-def count_flops(fn) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return float(counter.get_total_flops())
 
 
 # -- set-up --------------------------------------------------------------------------------------
@@ -514,7 +480,7 @@ def main() -> None:
             "train": c.train_names, "heldout": [k for k in c.encoders if k not in c.train_names],
             "encoders": {k: {"dim": e.dim, "weights_dtype": e.spec.weights_dtype,
                              "params": sum(p.numel() for p in e.parameters())} for k, e in c.encoders.items()},
-            "build_s": build_s, "matmul_tflops": matmul_tflops(device),
+            "build_s": build_s, "matmul_tflops": matmul_tflops("bfloat16", device),
         }
         budget = int(args.budget_mib * 2**20) if args.budget_mib else None
         runs = []

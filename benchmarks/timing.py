@@ -3,6 +3,7 @@ matmul baseline, and FLOP counting."""
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import torch
@@ -13,27 +14,32 @@ DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
-def timed(fn, device: torch.device, iters: int, warmup: int) -> float:
-    """Seconds per call of ``fn`` (mean of ``iters`` after ``warmup`` calls, device synchronised)."""
+def timed(fn, device: torch.device, repeats: int = 3, warmup: int = 1) -> float:
+    """Median seconds of one call of ``fn`` over ``repeats`` calls after ``warmup`` (each call
+    synchronised on CUDA; the median shrugs off a shared machine's stalls)."""
     for _ in range(warmup):
         fn()
-    sync(device)
-    t = time.perf_counter()
-    for _ in range(iters):
+    out = []
+    for _ in range(repeats):
+        sync(device)
+        t = time.perf_counter()
         fn()
-    sync(device)
-    return (time.perf_counter() - t) / iters
+        sync(device)
+        out.append(time.perf_counter() - t)
+    return statistics.median(out)
 
 
-def matmul_tflops(dtype: str | torch.dtype, device: torch.device, n: int, iters: int) -> float:
-    """TFLOP/s of an n × n matmul in ``dtype``: the same-run baseline utilisation is measured against."""
+def matmul_tflops(dtype: str | torch.dtype, device: torch.device, n: int | None = None, repeats: int = 5) -> float:
+    """TFLOP/s of an n × n matmul in ``dtype`` (n: 8192 on CUDA, 1024 on CPU): the same-run
+    baseline that achieved TFLOP/s are compared with."""
     dt = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    n = n or (8192 if device.type == "cuda" else 1024)
     a = torch.randn(n, n, device=device, dtype=dt)
     b = torch.randn(n, n, device=device, dtype=dt)
-    return 2 * n**3 / timed(lambda: a @ b, device, iters, 1) / 1e12
+    return 2 * n**3 / timed(lambda: a @ b, device, repeats, 2) / 1e12
 
 
 def count_flops(fn) -> int:
