@@ -46,7 +46,7 @@ def bench(name: str, args, device: torch.device, baselines: dict) -> dict:
         xi = x.clone().requires_grad_(True)
         enc(xi).square().sum().backward()
 
-    f_fwd, f_bwd = count_flops(fwd), count_flops(fwd_bwd)
+    f_fwd, f_bwd = count_flops(fwd, device), count_flops(fwd_bwd, device)
     t_fwd = timed(fwd, device, args.iters, args.warmup)
     t_bwd = timed(fwd_bwd, device, args.iters, args.warmup)
     if enc.spec.dtype not in baselines:

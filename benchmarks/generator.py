@@ -48,7 +48,7 @@ def bench(size: str, autocast: str, args, device: torch.device) -> dict:
     def fwd_bwd():
         (gen(z, y) * weight).sum().backward()
 
-    flops_f, flops_b = count_flops(fwd), count_flops(fwd_bwd)
+    flops_f, flops_b = count_flops(fwd, device), count_flops(fwd_bwd, device)
     t_f = timed(fwd, device, args.iters, args.warmup)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -306,8 +306,9 @@ def step_flops(trainer, micro: int, loss_n: int) -> tuple[float, float]:
     """(FLOPs of one chunk: phase 1 + phase 3, FLOPs of the loss at ``loss_n`` rows)."""
     c = trainer.c
     encs = {k: c.encoders[k] for k in c.train_names}
-    chunk = count_flops(lambda: probe_chunk(c.generator, encs, micro, c.device, direct=micro == trainer.local_batch))
-    loss = count_flops(lambda: loss_phase(trainer, loss_n)())
+    direct = micro == trainer.local_batch
+    chunk = count_flops(lambda: probe_chunk(c.generator, encs, micro, c.device, direct=direct), c.device)
+    loss = count_flops(lambda: loss_phase(trainer, loss_n)(), c.device)
     return chunk, loss
 
 

@@ -200,7 +200,8 @@ def main() -> None:
             print(f"{path.name}: not counted here: {exc}")
     targets = {c["recipe"]: args.target for c in costs} if args.target else TARGETS
     if costs:
-        print(f"FLOPs counted by torch {torch.__version__}'s FlopCounterMode on the meta device (real sizes, one image)")
+        print(f"FLOPs counted by torch {torch.__version__}'s FlopCounterMode on the meta device "
+              f"(real sizes, one image)")
         report(costs, targets)
 
 

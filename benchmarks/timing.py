@@ -3,6 +3,7 @@ matmul baseline, and FLOP counting."""
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 
@@ -42,7 +43,13 @@ def matmul_tflops(dtype: str | torch.dtype, device: torch.device, n: int | None 
     return 2 * n**3 / timed(lambda: a @ b, device, repeats, 2) / 1e12
 
 
-def count_flops(fn) -> int:
-    with FlopCounterMode(display=False) as fc:
+def count_flops(fn, device: torch.device | None = None) -> int:
+    """FLOPs of ``fn()`` by torch's FlopCounterMode. On the CPU, attention runs through the math
+    backend while counting: the counter has no formula for torch's fused CPU attention kernel and
+    would count its FLOPs as 0 (the CUDA kernels and meta tensors are counted)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    math = device is not None and device.type == "cpu"
+    with sdpa_kernel(SDPBackend.MATH) if math else contextlib.nullcontext(), FlopCounterMode(display=False) as fc:
         fn()
     return fc.get_total_flops()

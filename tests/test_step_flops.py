@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from rdmx.plugins import get_plugins
 from rdmx.train.generator import DataInfo
@@ -20,18 +19,14 @@ def _module():
     return mod
 
 
-def _flops(fn) -> int:
-    """FLOPs on real CPU tensors, attention through the math backend: FlopCounterMode counts no
-    FLOPs for torch's fused CPU attention kernel (on meta and CUDA, attention is counted)."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
-        fn()
-    return fc.get_total_flops()
-
-
 def test_meta_counts_equal_counts_on_real_tensors():
+    """benchmarks/timing.count_flops on the CPU (attention through the math backend: torch's fused
+    CPU kernel has no FLOP formula) gives the meta device's counts."""
     sf = _module()
+
+    def _flops(fn):
+        return sf.count_flops(fn, torch.device("cpu"))
+
     cfg = {"tiny": True, "resolution": 64, "weights": "random"}
     on_meta = sf.encoder_flops("mae", cfg, (3, 48, 48))
     enc = get_plugins().get("encoders", "mae").build(cfg)  # bf16 autocast on the CPU: same FLOPs
