@@ -45,3 +45,16 @@ def test_sqrtm_squares_back_and_identical_sets_score_zero():
     torch.testing.assert_close(s @ s, c, rtol=1e-10, atol=1e-10)
     x = rng.normal(size=(200, 8))
     assert abs(frechet_distance(x, x)) < 1e-9
+
+
+def test_frechet_to_one_reference_matches_scipy_for_every_set_and_either_order():
+    from rdmx.evaluate.frechet import frechet_to
+
+    rng = np.random.default_rng(2)
+    mix = rng.normal(size=(12, 12))
+    ref = rng.normal(size=(600, 12)) @ mix
+    sets = [rng.normal(size=(300, 12)) @ (mix + s * rng.normal(size=(12, 12))) + s for s in (0.1, 0.5, 1.0)]
+    got = frechet_to(ref, sets)
+    assert got == pytest.approx([scipy_fd(x, ref) for x in sets], rel=1e-8)
+    assert got == pytest.approx([frechet_distance(ref, x) for x in sets], rel=1e-10)  # FD is symmetric
+    assert got[0] < got[1] < got[2]

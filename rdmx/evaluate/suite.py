@@ -12,7 +12,7 @@ import torch
 from rdmx.errors import RdmxError
 from rdmx.evaluate.base import ROLES, EvalContext
 from rdmx.evaluate.features import equal_size
-from rdmx.evaluate.frechet import frechet_distance
+from rdmx.evaluate.frechet import frechet_to
 from rdmx.evaluate.rff import RFF_SEED, median_sigma, rff_frequencies, rff_mean_embedding
 from rdmx.evaluate.sliced import PRECISIONS, sliced_w2_to
 
@@ -173,7 +173,8 @@ def evaluate_features(
             mmd_val = float((rff_mean_embedding(v64, w) - ref).square().sum())
             values.update(mmd_r=_ratio(mmd_gen, mmd_val, "MMD²", enc), mmd2_gen=mmd_gen, mmd2_val=mmd_val, sigma=sigma)
         if "fd" in metrics:
-            values.update(fd=frechet_distance(g, t), fd_val=frechet_distance(v, t))
+            fd_gen, fd_val = frechet_to(t, [g, v])
+            values.update(fd=fd_gen, fd_val=fd_val)
         encoders[enc] = values
     summary: dict[str, float] = {}
     for key, label in (("sw_r", "sw_rK"), ("mmd_r", "mmd_r")):
