@@ -95,3 +95,18 @@ def test_eval_chunk_sets_the_evaluation_batches_without_gradients(tmp_path):
     assert sizes[24] == [(24, False), (24, False), (16, False)]
     for k, v in results[0].items():
         assert abs(results[24][k] - v) <= 1e-5 * abs(v) + 1e-7, k
+
+
+def test_meter_counts_new_memory_only_not_parameters_or_their_views():
+    """A frozen linear's input gradient needs only its weight: in bf16 it saves ``weight.t()`` (a view
+    of the parameter, no new memory); with float32 weights under bf16 autocast it saves the bf16
+    copy of the weight (new memory)."""
+    lin = torch.nn.Linear(64, 32, bias=False).requires_grad_(False)
+    x = torch.rand(8, 64, requires_grad=True)
+    with SavedTensorMeter() as meter:
+        lin.bfloat16()(x.bfloat16()).sum().backward()
+    assert meter.peak == 0
+    lin.float()
+    with SavedTensorMeter() as meter, torch.autocast("cpu", dtype=torch.bfloat16):
+        lin(x).sum().backward()
+    assert meter.peak == 32 * 64 * 2

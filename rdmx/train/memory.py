@@ -2,7 +2,7 @@
 backward, counted while they are alive.
 
 :class:`SavedTensorMeter` installs ``torch.autograd.graph.saved_tensors_hooks``: every tensor a
-graph saves is counted (once per storage; parameters excluded) with the module that was running
+graph saves is counted (once per storage; parameters and views of them excluded) with the module that was running
 when it was saved (its *owner*), and uncounted when the graph that holds it is freed. It
 reports the peak of live bytes, the live bytes per owner, and the most owners alive at once
 (``max_concurrent``): a proof, independent of allocators and timing, of how many encoders'
@@ -56,8 +56,8 @@ class SavedTensorMeter:
 
     # -- saved tensors ---------------------------------------------------------------------
     def _pack(self, t: torch.Tensor):
-        if isinstance(t, torch.nn.Parameter) or t.device.type == "meta":
-            return t
+        if isinstance(t, torch.nn.Parameter) or isinstance(t._base, torch.nn.Parameter) or t.device.type == "meta":
+            return t  # parameters and their views (a linear saves weight.t()) hold no new memory
         owner = self._stack[-1] if self._stack else "other"
         try:
             storage = t.untyped_storage()
