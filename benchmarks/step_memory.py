@@ -19,7 +19,7 @@ and log-sum-exp on both). So this is a floor to compare with the GPU's measured 
 (benchmarks/step.py), not a replacement for it.
 
     python benchmarks/step_memory.py                                   # the panel, pMF-H and the stand-in
-    python benchmarks/step_memory.py recipes/irdm_imagenet.toml --weights-dtype bfloat16 --budget-gib 70
+    python benchmarks/step_memory.py recipes/irdm_imagenet.toml --weights-dtype bfloat16 --activation-checkpointing
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from step_flops import data_info_of, plain, random_weights  # noqa: E402 - bench
 from rdmx.errors import RdmxError  # noqa: E402
 from rdmx.plugins import get_plugins  # noqa: E402
 from rdmx.recipe import load_recipe  # noqa: E402
+from rdmx.train import shard  # noqa: E402
 from rdmx.train.build import hold_weights  # noqa: E402
 from rdmx.train.memory import SavedTensorMeter  # noqa: E402
 
@@ -76,9 +77,11 @@ def encoder_memory(name: str, config: dict, own_dtype, battery_dtype: str, shape
     return {"weights": tensor_bytes(enc), "fixed": fixed, "per_image": per, "dtype": enc.spec.weights_dtype}
 
 
-def generator_memory(name: str, config: dict, info) -> dict:
+def generator_memory(name: str, config: dict, info, recompute: bool = False) -> dict:
     entry = get_plugins().get("generators", name)
     gen = entry.build(random_weights(entry, config), info)
+    if recompute:  # train.activation_checkpointing, as the trainer applies it
+        shard.checkpoint_units(shard.shard_units(gen) or [gen])
     g = torch.Generator().manual_seed(0)
 
     def step(batch: int) -> None:
@@ -102,9 +105,11 @@ def recipe_memory(path: Path, classes: int, overrides: list[str]) -> dict:
         config = plain(resolved.config(f"battery.encoders[{i}]"))
         encoders[block.key()] = encoder_memory(block.name, config, block.weights_dtype, r.battery.weights_dtype,
                                                info.sample_shape)
-    gen = generator_memory(r.generator.name, plain(resolved.config("generator")), info)
+    gen = generator_memory(r.generator.name, plain(resolved.config("generator")), info,
+                           r.train.activation_checkpointing)
     return {"recipe": path.name, "generator": r.generator.name, "gen": gen, "encoders": encoders,
-            "data": data_note, "batch": r.train.batch}
+            "data": data_note, "batch": r.train.batch, "recompute": r.train.activation_checkpointing,
+            "weights_dtype": r.battery.weights_dtype}
 
 
 def peak(m: dict, chunk: int) -> tuple[float, str]:
@@ -118,7 +123,9 @@ def peak(m: dict, chunk: int) -> tuple[float, str]:
 
 def report(m: dict, chunks: list[int], budget_gib: float) -> None:
     g = m["gen"]
-    print(f"{m['recipe']}: generator {m['generator']} ({g['params'] / 1e6:.0f} M params; {m['data']})")
+    print(f"{m['recipe']}: generator {m['generator']} ({g['params'] / 1e6:.0f} M params; {m['data']}); "
+          f"battery.weights_dtype = {m['weights_dtype']}, train.activation_checkpointing = "
+          f"{str(m['recompute']).lower()}")
     print(f"  {'component':<12}{'weights GiB':>12}{'saved fixed MiB':>16}{'saved MiB/img':>14}")
     print(f"  {'generator':<12}{g['static'] / GiB:>12.2f}{g['fixed'] / 2**20:>16.0f}{g['per_image'] / 2**20:>14.1f}"
           f"   (weights, grads, AdamW: 16 B/param)")
@@ -143,10 +150,13 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=1000, help="class count given to a class-conditional generator")
     ap.add_argument("--weights-dtype", choices=["float32", "bfloat16"], default=None,
                     help="battery.weights_dtype (default: the recipe's)")
+    ap.add_argument("--activation-checkpointing", action="store_true",
+                    help="train.activation_checkpointing = true (the generator's blocks recomputed in backward)")
     ap.add_argument("--budget-gib", type=float, default=70.0)
     ap.add_argument("--chunks", type=int, nargs="*", default=[8, 16, 32, 64, 128])
     args = ap.parse_args()
     overrides = [f"battery.weights_dtype={args.weights_dtype}"] if args.weights_dtype else []
+    overrides += ["train.activation_checkpointing=true"] if args.activation_checkpointing else []
     print(f"saved-for-backward bytes counted on the CPU (torch {torch.__version__}), real sizes, random weights")
     for path in args.recipes:
         try:

@@ -8,9 +8,11 @@ import contextlib
 import importlib.util
 import sys
 
+import pytest
 import torch
 
 from rdmx.plugins import get_plugins
+from rdmx.train import shard
 from rdmx.train.generator import DataInfo
 from rdmx.train.gradcache import _replay_image
 from rdmx.train.memory import SavedTensorMeter
@@ -25,11 +27,12 @@ def _module():
     return mod
 
 
-def test_projection_equals_a_real_phase3_chunk():
+@pytest.mark.parametrize("recompute", [False, True])
+def test_projection_equals_a_real_phase3_chunk(recompute):
     sm = _module()
     info = DataInfo((3, 32, 32), 10)
     tiny = {"tiny": True, "resolution": 48}
-    m = {"gen": sm.generator_memory("pmf-h", {"tiny": True}, info),
+    m = {"gen": sm.generator_memory("pmf-h", {"tiny": True}, info, recompute),
          "encoders": {"mae": sm.encoder_memory("mae", tiny, None, "float32", info.sample_shape),  # bf16 autocast
                       "convnext": sm.encoder_memory("convnext", tiny, None, "float32", info.sample_shape)}}
     assert m["encoders"]["mae"]["fixed"] > 0  # autocast's bf16 weight copies do not grow with the chunk
@@ -41,6 +44,8 @@ def test_projection_equals_a_real_phase3_chunk():
 
     plugins = get_plugins()
     gen = plugins.get("generators", "pmf-h").build({"tiny": True, "weights": "random", "zero_init": False}, info)
+    if recompute:
+        shard.checkpoint_units(shard.shard_units(gen))
     encs = {k: plugins.get("encoders", k).build({**tiny, "weights": "random"}) for k in ("mae", "convnext")}
     g = torch.Generator().manual_seed(0)
     noise, cond = gen.sample_noise(chunk, g), gen.sample_conditions(chunk, g)
