@@ -184,11 +184,18 @@ def report(costs: list[dict], targets: dict[str, float]) -> None:
         print()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def recipe_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments both step benchmarks take: recipes (default: the panel and ImageNet) and the
+    class count a generator gets when the recipe's data is absent."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("recipes", nargs="*", type=Path,
                     default=[ROOT / "recipes" / "irdm_panel.toml", ROOT / "recipes" / "irdm_imagenet.toml"])
     ap.add_argument("--classes", type=int, default=1000, help="class count given to a class-conditional generator")
+    return ap
+
+
+def main() -> None:
+    ap = recipe_parser(__doc__)
     ap.add_argument("--target", type=float, default=None, help="images/s to size (default: issue 8's, per recipe)")
     args = ap.parse_args()
     cache: dict = {}

@@ -24,7 +24,6 @@ and log-sum-exp on both). So this is a floor to compare with the GPU's measured 
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -36,7 +35,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from step_flops import data_info_of, plain, random_weights  # noqa: E402 - benchmarks/step_flops.py
+from step_flops import data_info_of, plain, random_weights, recipe_parser  # noqa: E402 - benchmarks/step_flops.py
 
 from rdmx.errors import RdmxError  # noqa: E402
 from rdmx.plugins import get_plugins  # noqa: E402
@@ -144,10 +143,7 @@ def report(m: dict, chunks: list[int], budget_gib: float) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("recipes", nargs="*", type=Path,
-                    default=[ROOT / "recipes" / "irdm_panel.toml", ROOT / "recipes" / "irdm_imagenet.toml"])
-    ap.add_argument("--classes", type=int, default=1000, help="class count given to a class-conditional generator")
+    ap = recipe_parser(__doc__)
     ap.add_argument("--weights-dtype", choices=["float32", "bfloat16"], default=None,
                     help="battery.weights_dtype (default: the recipe's)")
     ap.add_argument("--activation-checkpointing", action="store_true",
