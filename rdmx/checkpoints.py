@@ -11,7 +11,7 @@ import torch
 from rdmx.recipe import ResolvedRecipe
 from rdmx.samples import NpzStream, class_plan, grid_rows, save_grid, to_uint8_nhwc
 from rdmx.train.build import Components, build_components
-from rdmx.train.checkpoint import load_checkpoint, restore_generator
+from rdmx.train.checkpoint import Checkpoint, open_checkpoint
 from rdmx.train.evaluation import evaluate_generator
 from rdmx.train.loop import eval_chunk
 from rdmx.train.micro_batch import out_of_memory_hint
@@ -21,11 +21,12 @@ SAMPLE_SEED = 2024  # fixed noise for checkpoint sampling: comparable across che
 BASE = "base"  # a "checkpoint" meaning the recipe's generator as built (its pretrained weights, step 0)
 
 
-def checkpoint_chunk(resolved: ResolvedRecipe, ckpt: dict[str, Any]) -> int:
+def checkpoint_chunk(resolved: ResolvedRecipe, ckpt: Checkpoint | None) -> int:
     """Samples generated at once from a checkpoint: ``eval.chunk``, else 4 × the micro batch the run
     used (recorded in the checkpoint when it was probed with "auto"; 64 when unknown)."""
     t = resolved.recipe.train
-    micro = t.micro_batch if t.micro_batch != "auto" else ckpt.get("extra", {}).get("micro_batch", 64)
+    recorded = ckpt.extra.get("micro_batch", 64) if ckpt is not None else 64
+    micro = t.micro_batch if t.micro_batch != "auto" else recorded
     return eval_chunk(resolved.recipe, micro or t.batch)
 
 
@@ -33,16 +34,21 @@ def is_base(checkpoint: str | Path | None) -> bool:
     return checkpoint is None or str(checkpoint) == BASE
 
 
-def apply_checkpoint(comp: Components, checkpoint: str | Path | None, fingerprint: str) -> dict[str, Any]:
-    """Load a checkpoint's generator weights into ``comp`` (``None`` / ``"base"``: keep the built ones)."""
+def apply_checkpoint(comp: Components, checkpoint: str | Path | None, fingerprint: str) -> Checkpoint | None:
+    """Load a checkpoint's generator weights into ``comp`` (``None`` / ``"base"``: keep the built
+    ones and return None). A checkpoint is a sealed folder (or a run folder: its newest) or a 0.1 file."""
     if is_base(checkpoint):
-        return {"step": 0, "run_id": None}
-    ckpt = load_checkpoint(checkpoint, fingerprint)
-    restore_generator(comp.generator, ckpt, checkpoint)
+        return None
+    ckpt = open_checkpoint(checkpoint, fingerprint)
+    ckpt.load_generator(comp.generator)
     return ckpt
 
 
-def load_generator(resolved: ResolvedRecipe, checkpoint: str | Path | None) -> tuple[Components, dict[str, Any]]:
+def step_of(ckpt: Checkpoint | None) -> int:
+    return ckpt.step if ckpt is not None else 0
+
+
+def load_generator(resolved: ResolvedRecipe, checkpoint: str | Path | None) -> tuple[Components, Checkpoint | None]:
     """Components of the recipe with the checkpoint's generator weights loaded; without a checkpoint
     (``None`` or ``"base"``), the generator as the recipe builds it (its warm start: step 0)."""
     comp = build_components(resolved if is_base(checkpoint) else without_warm_start(resolved))
@@ -120,11 +126,11 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None,
         from rdmx.train.build import build_generator
 
         baseline_gen = build_generator(with_overrides(resolved, baseline_set), comp.device)
-        if not is_base(baseline):
-            baseline_weights = load_checkpoint(baseline)["generator"]  # another recipe: no fingerprint check
+        if not is_base(baseline):  # another recipe: no fingerprint check; its weights must fit that generator
+            baseline_weights = open_checkpoint(baseline).generator_state(baseline_gen)
     elif baseline is not None:
         baseline_weights = (_state(comp.generator) if is_base(baseline)
-                            else load_checkpoint(baseline, resolved.fingerprint)["generator"])
+                            else open_checkpoint(baseline, resolved.fingerprint).generator_state(comp.generator))
     ckpt = apply_checkpoint(comp, checkpoint, resolved.fingerprint)
     cond = None
     if prompts is not None:
@@ -144,11 +150,11 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None,
                                           cond, generator=baseline_gen)
             del baseline_gen
         ev = evaluate_generator(comp.generator, comp.encoders, comp.roles, refs, r_eval, chunk=chunk,
-                                device=comp.device, metrics=comp.metrics, data=comp.data, step=int(ckpt["step"]),
+                                device=comp.device, metrics=comp.metrics, data=comp.data, step=step_of(ckpt),
                                 text=text_joint_eval(comp, r, refs), cond=cond, reference_samples=reference)
     result = ev.result
     result.settings["checkpoint"] = str(checkpoint) if not is_base(checkpoint) else "(the recipe's generator)"
-    result.settings["step"] = int(ckpt["step"])
+    result.settings["step"] = step_of(ckpt)
     if prompts is not None:
         result.settings["prompts"] = {"count": len(prompts), "per_prompt": per_prompt}
     if baseline is not None:
@@ -159,14 +165,14 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None,
         from rdmx.track.base import make_tracker
 
         tracker = make_tracker(resolved)
-        tracker.start(f"{r.name}-eval", {}, run_id=ckpt.get("run_id"))
+        tracker.start(f"{r.name}-eval", {}, run_id=ckpt.run_id if ckpt is not None else None)
         try:
-            tracker.log_metrics({f"eval/{k}": v for k, v in ev.scalars().items()}, int(ckpt["step"]))
+            tracker.log_metrics({f"eval/{k}": v for k, v in ev.scalars().items()}, step_of(ckpt))
             if out is not None:
                 tracker.log_artifact(Path(out) / "eval.json", "eval")
         finally:
             tracker.end()
-        result.settings["run_id"] = tracker.run_id or ckpt.get("run_id")
+        result.settings["run_id"] = tracker.run_id or (ckpt.run_id if ckpt is not None else None)
     return result
 
 

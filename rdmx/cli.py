@@ -185,7 +185,17 @@ def run_cmd(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="build every component, run 2 generated samples through every encoder, then stop")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
-    fresh: Annotated[bool, typer.Option("--fresh", help="ignore an existing checkpoint in --out")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="train again: the checkpoints and summary of a run "
+                                        "already in --out are removed")] = False,
+    submit: Annotated[Optional[str], typer.Option(
+        "--submit", help="run as scheduler jobs through submitit: 'slurm' (a sweep is one job array) or 'local' "
+                         "(jobs on this machine, e.g. sweep cells in parallel)")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="with --submit: jobs running at once")] = 1,
+    slurm: Annotated[Optional[list[str]], typer.Option(
+        "--slurm", help="with --submit slurm: a submitit / SLURM parameter key=value, e.g. partition=gpu, "
+                        "gpus_per_node=8, tasks_per_node=8, nodes=2, timeout_min=2880 (repeatable)")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="with --submit: wait for the jobs and print the "
+                                       "summary (--no-wait: submit and return)")] = True,
 ) -> None:
     """Train a generator as the recipe says."""
     from rdmx.recipe import load_recipe
@@ -215,13 +225,25 @@ def run_cmd(
 
     from rdmx.train.distributed import from_environment, shutdown
 
+    submission = None
+    if submit is not None:
+        from rdmx.launch import Submission, parse_params
+
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise RdmxError("--submit sends the run to a scheduler; start it once, not under torchrun")
+        submission = Submission(submit, jobs, parse_params(slurm), wait)
+    elif slurm:
+        raise RdmxError("--slurm needs --submit slurm")
     out_dir = out or default_out_dir(resolved)
     try:
-        summary = run_recipe(resolved, out_dir, progress=not no_progress, resume=not fresh)
+        summary = run_recipe(resolved, out_dir, progress=not no_progress, resume=not fresh, submit=submission)
     finally:
         main = from_environment().main
         shutdown()
-    if main:
+    if main and "submitted" in summary:
+        _console().print(f"submitted: {summary['submitted']} (job ids; each run's folder has its run.log); run the "
+                         f"same command without --submit when they finished to print the summary")
+    elif main:
         _print_summary(summary, out_dir)
 
 
@@ -264,7 +286,8 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
 def eval_cmd(
     recipe: Annotated[Path, typer.Argument(help="the recipe that trained the checkpoint")],
     checkpoint: Annotated[Optional[Path], typer.Option(
-        "--checkpoint", "-c", help="checkpoint file (.pt); none or 'base': the recipe's generator as built (its warm start)")] = None,
+        "--checkpoint", "-c", help="checkpoint: RUN/checkpoints/step-NNNNNN, a run folder (its newest), or a 0.1 .pt file; "
+                                   "none or 'base': the recipe's generator as built (its warm start)")] = None,
     n: Annotated[Optional[int], typer.Option("--n", min=2, help="samples and rows per real set for every metric; default eval.n (SW_rK, FD) and eval.mmd_n (MMDr)")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="folder for eval.json")] = None,
     prompts: Annotated[Optional[Path], typer.Option("--prompts", help="text-to-image: evaluate on these prompts "
@@ -306,7 +329,8 @@ def eval_cmd(
 def sample_cmd(
     recipe: Annotated[Path, typer.Argument(help="the recipe that trained the checkpoint")],
     checkpoint: Annotated[Optional[Path], typer.Option(
-        "--checkpoint", "-c", help="checkpoint file (.pt); none or 'base': the recipe's generator as built (its warm start)")] = None,
+        "--checkpoint", "-c", help="checkpoint: RUN/checkpoints/step-NNNNNN, a run folder (its newest), or a 0.1 .pt file; "
+                                   "none or 'base': the recipe's generator as built (its warm start)")] = None,
     n: Annotated[int, typer.Option("--n", min=1, help="number of samples (grid format)")] = 64,
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("samples"),
     fmt: Annotated[str, typer.Option("--format", help="grid: PNG grids + samples.npz; geneval: the official "
@@ -462,9 +486,15 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in args or os.environ.get("RDMX_DEBUG", "") not in ("", "0")
     click_error, usage_error, no_args_help, abort = _click_exceptions()
+    from rdmx.train.stop import EXIT_STOPPED, RunStopped
+
     try:
         mount_plugin_commands(args)
         rv = app(args=args, prog_name="rdmx", standalone_mode=False)
+    except RunStopped as exc:  # a scheduler's signal: checkpointed, resumable (exit status 75)
+        if os.environ.get("RANK", "0") == "0":
+            typer.echo(f"rdmx: {exc}; run the same command again to resume (exit status {EXIT_STOPPED})", err=True)
+        sys.exit(EXIT_STOPPED)
     except RdmxError as exc:
         if debug:
             raise

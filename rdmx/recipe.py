@@ -127,12 +127,42 @@ class TrainConfig(_Strict):
     activation_checkpointing: bool = Field(
         False, description="recompute each of the generator's shard_units() blocks in backward")
     sample_every: int = Field(0, ge=0)
-    checkpoint_every: int = Field(0, ge=0)
-    keep_checkpoints: bool = Field(
-        False, description="also keep each checkpoint's generator weights as checkpoints/step-NNNNNN.pt (milestones)")
+    checkpoint_every: int = Field(0, ge=0, description="checkpoint every K steps (0: by time only, see checkpoint_minutes)")
+    checkpoint_minutes: float = Field(
+        30.0, ge=0, description="also checkpoint when this many minutes of training passed since the last "
+                                "checkpoint (0 = off); a run is never unprotected for longer")
+    keep_last: int = Field(1, ge=1, description="rolling checkpoints kept (the newest K)")
+    keep_every: int = Field(0, ge=0, description="also keep, for good, the checkpoint of every step that is a "
+                                                 "multiple of M (milestones; 0 = none)")
+    milestones: Literal["weights", "full"] = Field(
+        "weights", description="what a milestone keeps once it leaves the rolling window: the generator's weights "
+                               "(and EMA) for evaluation, or everything (resumable from it; 3× the disk)")
+    stop_signals: list[str] = Field(
+        default_factory=lambda: ["SIGTERM", "SIGINT", "SIGUSR1"],
+        description="signals that stop the run at the next step boundary with a checkpoint (exit status 75)")
     log_every: int = Field(1, ge=1)
     max_consecutive_skips: int = Field(
         20, ge=0, description="stop the run after this many consecutive non-finite (skipped) steps; 0 = never")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_checkpoints(cls, data: Any) -> Any:
+        """rdmx 0.1's ``keep_checkpoints = true`` (weights of every checkpoint kept) is read as
+        ``keep_every = checkpoint_every``: every scheduled checkpoint is a milestone."""
+        if isinstance(data, dict) and "keep_checkpoints" in data:
+            data = dict(data)
+            if data.pop("keep_checkpoints") is True and "keep_every" not in data:
+                data["keep_every"] = data.get("checkpoint_every", 0)
+        return data
+
+    @field_validator("stop_signals")
+    @classmethod
+    def _signals(cls, v: list[str]) -> list[str]:
+        from rdmx.train.stop import signal_number
+
+        for name in v:
+            signal_number(name)
+        return v
 
     @field_validator("betas")
     @classmethod
@@ -248,7 +278,9 @@ COMPONENT_BLOCKS: tuple[tuple[str, str], ...] = (
 _RESERVED = {"name", "role", "label", "weights_dtype", "backend", "run_name"}
 # settings that change how a run is observed or stored, never its results (kept out of the fingerprint)
 NOT_IN_FINGERPRINT = ("train.checkpoint_every", "train.log_every", "train.sample_every",
-                      "train.max_consecutive_skips", "train.keep_checkpoints", "reference.workers")
+                      "train.max_consecutive_skips", "train.keep_checkpoints", "reference.workers",
+                      "train.checkpoint_minutes", "train.keep_last", "train.keep_every", "train.stop_signals",
+                      "train.milestones")
 
 
 class ResolvedRecipe:

@@ -20,24 +20,51 @@ def rdmx(*args: str, env: dict[str, str] | None = None, cwd: str | Path | None =
 
 
 
+def free_port() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+def rank_env(rank: int, world: int, port: str) -> dict[str, str]:
+    """The variables torchrun sets for one rank (one node, gloo on 127.0.0.1)."""
+    return {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_WORLD_SIZE": str(world),
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+
+
+def worker_env() -> dict[str, str]:
+    base = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "RDMX_DEBUG": ""}
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        base.pop(key, None)
+    return base
+
+
+def start_ranks(cmd: list[str], world: int, cwd: str | Path | None = ROOT) -> list[subprocess.Popen]:
+    """``world`` torchrun-style ranks of ``cmd`` (a plain process when ``world`` is 1), started."""
+    base = worker_env()
+    port = free_port()
+    envs = [base] if world == 1 else [{**base, **rank_env(r, world, port)} for r in range(world)]
+    return [subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            for env in envs]
+
+
+def run_ranks(cmd: list[str], world: int, timeout: float = 900, cwd: str | Path | None = ROOT,
+              expect: int = 0) -> list[str]:
+    """Run ``cmd`` as ``world`` ranks; every process must exit ``expect``; returns their stderr."""
+    procs = start_ranks(cmd, world, cwd)
+    errs = []
+    for p in procs:
+        _, err = p.communicate(timeout=timeout)
+        assert p.returncode == expect, f"exit {p.returncode}: {err[-3000:]}"
+        errs.append(err)
+    return errs
+
+
 def run_single_and_ranks(worker: list[str], single_args: list[str], rank_args: list[str], world: int = 2,
                          timeout: float = 900, cwd: str | Path | None = ROOT) -> None:
     """Run ``worker`` once as a plain process, then as ``world`` torchrun-style ranks (gloo, CPU,
     one free local port); every process must exit 0 (its stderr tail is the failure message)."""
-    import socket
-
-    base = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    base.pop("WORLD_SIZE", None)
-    single = subprocess.run([*worker, *single_args], env=base, cwd=cwd, capture_output=True, text=True,
-                            timeout=timeout)
-    assert single.returncode == 0, single.stderr[-3000:]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
-    procs = [subprocess.Popen([*worker, *rank_args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env={**base, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": str(world),
-                                              "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})
-             for r in range(world)]
-    for p in procs:
-        _, err = p.communicate(timeout=timeout)
-        assert p.returncode == 0, err[-3000:]
+    run_ranks([*worker, *single_args], 1, timeout, cwd)
+    run_ranks([*worker, *rank_args], world, timeout, cwd)

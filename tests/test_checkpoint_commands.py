@@ -26,7 +26,7 @@ def trained(tmp_path_factory):
 
 def test_eval_reports_train_and_heldout_means(trained):
     tmp, args = trained
-    res = rdmx("eval", str(QUICK), *args, "-c", str(tmp / "run/checkpoints/last.pt"), "--n", "64",
+    res = rdmx("eval", str(QUICK), *args, "-c", str(tmp / "run/checkpoints/step-000002"), "--n", "64",
                "--out", str(tmp / "ev"), "--no-progress", cwd=tmp)
     assert res.returncode == 0, res.stderr[-2000:]
     ev = json.loads((tmp / "ev" / "eval.json").read_text())
@@ -42,7 +42,7 @@ def test_eval_reports_train_and_heldout_means(trained):
 
 def test_sample_writes_npz_and_labelled_grids(trained):
     tmp, args = trained
-    res = rdmx("sample", str(QUICK), *args, "-c", str(tmp / "run/checkpoints/last.pt"), "--n", "70",
+    res = rdmx("sample", str(QUICK), *args, "-c", str(tmp / "run"), "--n", "70",
                "--out", str(tmp / "s"), cwd=tmp)
     assert res.returncode == 0, res.stderr[-2000:]
     z = np.load(tmp / "s" / "samples.npz")
@@ -58,7 +58,7 @@ def test_wrong_checkpoint_is_a_clear_error(trained, tmp_path):
     bad.write_bytes(b"not a checkpoint")
     res = rdmx("sample", str(QUICK), *args, "-c", str(bad), cwd=tmp)
     assert res.returncode == 2 and "not a readable rdmx checkpoint" in res.stderr
-    res = rdmx("eval", str(QUICK), *args, "--set", "train.lr=0.5", "-c", str(tmp / "run/checkpoints/last.pt"), cwd=tmp)
+    res = rdmx("eval", str(QUICK), *args, "--set", "train.lr=0.5", "-c", str(tmp / "run/checkpoints"), cwd=tmp)
     assert res.returncode == 2 and "fingerprint" in res.stderr and "Traceback" not in res.stderr
     assert str(tmp / "run" / "recipe.resolved.toml") in res.stderr  # the recipe that made it
 

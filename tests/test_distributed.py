@@ -34,5 +34,7 @@ def test_two_ranks_equal_one_process(tmp_path):
     assert torch.allclose(ranks[0]["params"], one["params"], atol=1e-5)
     assert ranks[0]["summary"]["world_size"] == 2 and ranks[0]["summary"]["final"]
     assert ranks[1]["summary"]["final"] == {}  # only rank 0 evaluates, tracks and checkpoints
-    ckpt = torch.load(tmp_path / "two" / "run" / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["step"] == 2
+    from rdmx.train.checkpoint import open_checkpoint
+
+    ckpt = open_checkpoint(tmp_path / "two" / "run")
+    assert ckpt.step == 2 and ckpt.manifest["world_size"] == 2 and not ckpt.manifest["sharded"]

@@ -69,8 +69,8 @@ def test_same_seed_same_result_and_killed_run_resumes_identically(tmp_path):
     straight.run(resume=False)
 
     class Killed(Trainer):
-        def checkpoint(self, step):
-            path = super().checkpoint(step)
+        def checkpoint(self, step, **kw):
+            path = super().checkpoint(step, **kw)
             if step == 2:
                 raise KeyboardInterrupt
             return path

@@ -149,7 +149,7 @@ def test_tiny_run_then_sample_and_eval_its_checkpoint(folder, tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["skipped_steps"] == 0
     assert {"eval/sw_rK", "eval/mmd_r"} <= set(summary["final"])
-    ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
+    ckpt = tmp_path / "run" / "checkpoints" / "step-000002"
     sample = rdmx("sample", str(IMAGENET), *args(sets), "-c", str(ckpt), "--n", "20", "--out", str(tmp_path / "s"), cwd=tmp_path)
     assert sample.returncode == 0, sample.stderr[-3000:]
     z = np.load(tmp_path / "s" / "samples.npz")

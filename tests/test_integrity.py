@@ -22,7 +22,7 @@ from rdmx.files import (
     write_sealed_json,
 )
 from rdmx.reference.extract import MANIFEST, FeatureSet, shard_name
-from rdmx.train.checkpoint import load_checkpoint, save_checkpoint
+from rdmx.train.legacy_checkpoint import load_checkpoint, save_checkpoint
 from tests.test_reference_build import build, data  # noqa: F401 - the module-scoped image-folder fixture
 
 
@@ -186,7 +186,7 @@ def test_rebuild_recomputes_outputs_from_cached_features(data, tmp_path, monkeyp
 
 def test_checkpoint_contents_that_cannot_be_restored_are_one_clear_message(tmp_path):
     from rdmx.errors import RdmxError
-    from rdmx.train.checkpoint import restore_generator, restore_training
+    from rdmx.train.legacy_checkpoint import restore_generator, restore_training
 
     gen = torch.nn.Linear(4, 4)
     opt = torch.optim.AdamW(gen.parameters())

@@ -71,10 +71,11 @@ def test_an_out_path_that_is_a_file_is_one_line(tmp_path, capsys):
     assert blocker.read_text() == "x"
 
 
-def test_a_folder_where_the_checkpoint_goes_is_refused_before_training(tmp_path):
-    (tmp_path / "o" / "checkpoints" / "last.pt").mkdir(parents=True)
+def test_a_file_where_the_checkpoints_go_is_refused_before_training(tmp_path):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "checkpoints").write_text("x")
     for resume in (True, False):
-        with pytest.raises(RdmxError, match="last.pt is not a file"):
+        with pytest.raises(RdmxError, match="checkpoints is not a folder"):
             run_recipe(tiny(tmp_path, "train.steps=1"), tmp_path / "o", progress=False, resume=resume)
     assert not (tmp_path / "o" / "metrics.jsonl").exists()
 
@@ -82,12 +83,22 @@ def test_a_folder_where_the_checkpoint_goes_is_refused_before_training(tmp_path)
 def test_a_checkpoint_with_a_foreign_balancer_state_names_the_file(tmp_path):
     r = tiny(tmp_path, "train.steps=1")
     run_recipe(r, tmp_path / "o", progress=False)
-    ckpt = tmp_path / "o" / "checkpoints" / "last.pt"
-    state = load_torch(ckpt)
+    folder = tmp_path / "o" / "checkpoints" / "step-000001"
+    state = load_torch(folder / "state.pt")
     state["balancer"] = {"weird": 1}
-    save_torch(ckpt, state)
-    with pytest.raises(RdmxError, match=r"last\.pt: its balancer state cannot be restored .*--fresh"):
+    save_torch(folder / "state.pt", state)
+    reseal(folder)  # as another version of rdmx would have sealed it
+    with pytest.raises(RdmxError, match=r"step-000001: its balancer state cannot be restored .*--fresh"):
         run_recipe(tiny(tmp_path, "train.steps=2"), tmp_path / "o", progress=False)
+
+
+def reseal(folder):
+    from rdmx.files import file_sha256, read_sealed_json, write_sealed_json
+
+    manifest = read_sealed_json(folder / "manifest.json")
+    for name, info in manifest["files"].items():
+        info.update(bytes=(folder / name).stat().st_size, sha256=file_sha256(folder / name))
+    write_sealed_json(folder / "manifest.json", manifest)
 
 
 def test_show_validates_every_sweep_cell(capsys):
@@ -195,14 +206,15 @@ def test_a_summary_that_cannot_be_replaced_names_it_not_the_temporary(tmp_path, 
     (tmp_path / "o" / "summary.json").mkdir()
     recipe = str(tmp_path / "o" / "recipe.resolved.toml")
     code, err = _call(capsys, "run", recipe, "--set", "train.steps=2", "--out", str(tmp_path / "o"), "--no-progress")
-    assert code == 2 and err.startswith(f"error: {tmp_path / 'o' / 'summary.json'}: Is a directory"), err
+    line = err.strip().splitlines()[-1]  # after the checkpoint's line
+    assert code == 2 and line.startswith(f"error: {tmp_path / 'o' / 'summary.json'}: Is a directory"), err
     assert ".tmp-" not in err
 
 
 @pytest.mark.parametrize("step", [-4, "ten", 2.5])
 def test_a_checkpoint_with_an_impossible_step_is_refused(tmp_path, step):
     from rdmx.files import IntegrityError
-    from rdmx.train.checkpoint import FORMAT, load_checkpoint
+    from rdmx.train.legacy_checkpoint import FORMAT, load_checkpoint
 
     path = save_torch(tmp_path / "last.pt", {"format": FORMAT, "step": step, "fingerprint": "f", "generator": {}})
     with pytest.raises(IntegrityError, match="incomplete checkpoint"):

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import torch
 
-from rdmx.train import checkpoint, distributed
+from rdmx.train import distributed, legacy_checkpoint
 
 
 def test_restore_rng_puts_back_cpu_and_cuda_states(monkeypatch):
@@ -22,7 +22,7 @@ def test_restore_rng_puts_back_cpu_and_cuda_states(monkeypatch):
     torch.manual_seed(6)
     gen = torch.nn.Linear(2, 2)
     ckpt = {"step": 3, "generator": gen.state_dict(), "torch_rng": state, "cuda_rng": cuda}
-    assert checkpoint.restore_training(ckpt, "c.pt", generator=gen, optimizer=None, balancer=None) == 3
+    assert legacy_checkpoint.restore_training(ckpt, "c.pt", generator=gen, optimizer=None, balancer=None) == 3
     assert torch.equal(torch.rand(3), want)
     assert [int(t[0]) for t in got["cuda"]] == [0, 1]  # as many devices as both have
 

@@ -15,7 +15,7 @@ from rdmx.files import FolderLock
 from rdmx.run import run_recipe
 from rdmx.track.base import Tracker
 from rdmx.track.safe import SafeTracker
-from rdmx.train.checkpoint import load_checkpoint
+from rdmx.train.checkpoint import open_checkpoint
 from rdmx.train.loop import Trainer
 from tests.helpers import ROOT, rdmx
 from tests.test_engine import QUICK, TINY, tiny
@@ -80,7 +80,7 @@ def test_raising_steps_continues_a_constant_rate_run(tmp_path):
     run_recipe(short, tmp_path / "b", progress=False)
     extended = run_recipe(long, tmp_path / "b", progress=False)
     def losses(folder):
-        return [h["loss"] for h in load_checkpoint(folder / "checkpoints" / "last.pt")["extra"]["state"]["history"]]
+        return [h["loss"] for h in open_checkpoint(folder).extra["state"]["history"]]
 
     assert losses(tmp_path / "b") == losses(tmp_path / "a") and len(losses(tmp_path / "a")) == 4
     assert extended["final"] == straight["final"] and extended["steps"] == 4

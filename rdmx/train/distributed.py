@@ -93,8 +93,30 @@ def from_environment() -> DistContext:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
+        store = attempt_store(world)
+        if store is None:
+            dist.init_process_group(backend=backend)
+        else:
+            dist.init_process_group(backend=backend, store=store, rank=int(os.environ["RANK"]), world_size=world)
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank)
+
+
+def attempt_store(world: int):
+    """Under torchrun's elastic restarts (``TORCHELASTIC_RESTART_COUNT`` > 0): the job's store with
+    the keys of this attempt apart. The agent keeps one store across restarts, so the process
+    groups of a restarted attempt would otherwise read the addresses the killed attempt left
+    (measured: ``--max-restarts 1`` with a killed worker hung in the restarted attempt's gloo set-up).
+    None otherwise (torch's own env:// rendezvous)."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if attempt in ("", "0") or "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
+        return None
+    from datetime import timedelta
+
+    host, port, rank = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), int(os.environ["RANK"])
+    agent_hosts = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # the agent serves MASTER_ADDR:PORT
+    store = dist.TCPStore(host, port, world, is_master=not agent_hosts and rank == 0, timeout=timedelta(minutes=30),
+                          multi_tenant=not agent_hosts)
+    return dist.PrefixStore(f"rdmx/attempt-{attempt}", store)
 
 
 def shutdown() -> None:

@@ -24,13 +24,9 @@ from rdmx.track.base import NullTracker, Tracker
 from rdmx.train.build import Components, build_components
 from rdmx.train import micro_batch as auto_micro
 from rdmx.train import shard
-from rdmx.train.checkpoint import (
-    load_checkpoint,
-    restore_training,
-    restore_sharded_state,
-    save_checkpoint,
-    training_state,
-)
+from rdmx.train.checkpoint import Checkpoint, latest, open_checkpoint, restore_state
+from rdmx.train.checkpointer import Checkpointer
+from rdmx.train.stop import RunStopped, StopRequest, agree, signal_name
 from rdmx.train.distributed import DistContext, from_environment
 from rdmx.train.gradcache import cached_backward, direct_backward
 from rdmx.train.evaluation import evaluate_generator, text_joint_eval
@@ -75,6 +71,7 @@ class Trainer:
         self.recipe = resolved.recipe
         self.out = Path(out_dir)
         self.dist = dist or from_environment()
+        self._bar = None  # the progress bar while the steps run
         t = self.recipe.train
         fixed = 1 if t.micro_batch == "auto" else (t.micro_batch or 1)
         if t.batch % (fixed * self.dist.world):
@@ -101,6 +98,17 @@ class Trainer:
         self.phase = None  # a phase(name) context factory for benchmarks (rdmx.train.gradcache.PHASES, update, balancer)
         self.cache_mode = "image"  # where phase 3 caches the loss gradient (benchmarks compare "features")
         self.streak = 0  # consecutive skipped steps
+        self._checkpointer: Checkpointer | None = None
+        self._t0 = self._saved_at = time.perf_counter()
+
+    @property
+    def checkpointer(self) -> Checkpointer:
+        """This run's checkpoint writer (rdmx.train.checkpointer); made on first use, by every rank."""
+        if self._checkpointer is None:
+            t = self.recipe.train
+            self._checkpointer = Checkpointer(self.out / "checkpoints", self.dist, keep_last=t.keep_last,
+                                              keep_every=t.keep_every, milestones=t.milestones, log=self.log)
+        return self._checkpointer
 
     def _prepare_generator(self) -> bool:
         """Activation checkpointing, FSDP2 sharding and torch.compile as the recipe asks; True when
@@ -129,7 +137,13 @@ class Trainer:
 
     def log(self, message: str) -> None:
         """A line on stderr from rank 0 (run set-up decisions: the probed micro batch, sharding)."""
-        if self.dist.main:
+        if not self.dist.main:
+            return
+        if self._bar is not None:  # above the progress bar, which is drawn again below it
+            from tqdm import tqdm
+
+            tqdm.write(f"rdmx: {message}", file=sys.stderr)
+        else:
             print(f"rdmx: {message}", file=sys.stderr, flush=True)
 
     # -- batch geometry ----------------------------------------------------------------------
@@ -241,24 +255,26 @@ class Trainer:
         self.tracker.log_artifact(path, "samples")
         return path
 
-    def checkpoint(self, step: int) -> Path:
-        """One atomic file on rank 0 (a sharded generator's full state is gathered there first)."""
-        path = self.out / "checkpoints" / "last.pt"
-        gathered = training_state(self.c.generator, self.optimizer, True) if self.sharded else None
-        if not self.dist.main:
-            return path
+    def training_state(self) -> dict[str, Any]:
+        """The DCP state-dict entries of a checkpoint: this rank's shards of the generator and of the
+        optimiser state (keyed by parameter name; left out before the optimiser's first step)."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+        state = {"generator": get_model_state_dict(self.c.generator)}
+        if self.optimizer.state:
+            state["optimizer"] = get_optimizer_state_dict(self.c.generator, self.optimizer)
+        return state
+
+    def checkpoint(self, step: int, block: bool = False) -> Path:
+        """A sealed checkpoint of step ``step`` (rdmx.train.checkpoint), written in the background
+        unless ``block``; every rank writes its own shards."""
         state = RunState(self.state.history, self.state.evals, self.state.skipped,
                          self.state.wall_s + time.perf_counter() - self._t0)
-        save_checkpoint(path, step=step, generator=self.c.generator, optimizer=self.optimizer,
-                        balancer=self.c.balancer, fingerprint=self.resolved.fingerprint,
-                        run_id=self.tracker.run_id, state=gathered,
-                        extra={"state": state.to_dict(), "micro_batch": self.micro_batch})
-        if self.recipe.train.keep_checkpoints:  # a milestone: the generator's weights only (rdmx eval -c)
-            weights = gathered[0] if gathered is not None else self.c.generator
-            save_checkpoint(path.with_name(f"step-{step:06d}.pt"), step=step, generator=weights,
-                            optimizer=None, balancer=None, fingerprint=self.resolved.fingerprint,
-                            run_id=self.tracker.run_id)
-        return path
+        small = {"fingerprint": self.resolved.fingerprint, "run_id": self.tracker.run_id, "sharded": self.sharded,
+                 "balancer": self.c.balancer.state_dict(),
+                 "extra": {"state": state.to_dict(), "micro_batch": self.micro_batch}}
+        self._saved_at = time.perf_counter()
+        return self.checkpointer.save(step, self.training_state(), small, block=block)
 
     def compute_gradient(self, step: int):
         """Accumulate into the generator's ``.grad`` the full-batch gradient ``s·∇L`` of step ``step``'s loss.
@@ -346,39 +362,55 @@ class Trainer:
         """Turn ``torch.OutOfMemoryError`` in the block into one message naming ``setting``."""
         return auto_micro.out_of_memory_hint(where, setting, value, extra, device=self.c.device)
 
-    def resume(self, checkpoint: dict[str, Any] | None = None, allowed: bool = True) -> int:
-        """Restore generator, optimiser, balancer, RNG and run history from ``checkpoint`` (loaded and
-        verified already) or, when ``allowed``, from ``out/checkpoints/last.pt``; returns the step to
-        start at. Sharded: rank 0 reads the file and broadcasts into every rank's shards."""
-        path = self.out / "checkpoints" / "last.pt"
-        gen, fp = self.c.generator, self.resolved.fingerprint
-        ckpt = None
-        if self.dist.main or not self.sharded:
-            ckpt = checkpoint
-            if ckpt is None and allowed and path.is_file():
-                ckpt = load_checkpoint(path, fp)
-        if not self.sharded:
-            if ckpt is None:
-                return 0
-            start = restore_training(ckpt, path, generator=gen, optimizer=self.optimizer, balancer=self.c.balancer)
+    def resume(self, checkpoint: Checkpoint | None = None, allowed: bool = True) -> int:
+        """Restore generator, optimiser, balancer, RNG and run history from ``checkpoint`` (located
+        already) or, when ``allowed``, from the newest sealed checkpoint in ``out/checkpoints``;
+        returns the step to start at. Every rank reads its own shards (any world size)."""
+        ckpt = checkpoint
+        if ckpt is None and allowed:
+            found = latest(self.out / "checkpoints")
+            if found is not None:
+                ckpt = open_checkpoint(found, self.resolved.fingerprint, verify=False)
+        if ckpt is None:
+            return 0
+        if ckpt.legacy is not None:
+            self._restore_legacy(ckpt)
         else:
-            import torch.distributed as tdist
+            self._restore(ckpt)
+        self.state = RunState.from_dict(ckpt.extra.get("state", {}))
+        return ckpt.step
 
-            found = [ckpt is not None]
-            tdist.broadcast_object_list(found, src=0)
-            if not found[0]:
-                return 0
-            restore_sharded_state(gen, self.optimizer, ckpt, path)
-            keys = ("step", "balancer", "torch_rng", "extra")
-            small = [{k: ckpt.get(k) for k in keys} if ckpt is not None else None]
-            tdist.broadcast_object_list(small, src=0)
-            ckpt = small[0]
-            if ckpt["balancer"] is not None:
-                self.c.balancer.load_state_dict(ckpt["balancer"])
-            torch.set_rng_state(ckpt["torch_rng"])
-            start = int(ckpt["step"])
-        self.state = RunState.from_dict((ckpt.get("extra") or {}).get("state", {}))
-        return start
+    def _restore(self, ckpt: Checkpoint) -> None:
+        """The sharded format: every rank verifies a share of the files and reads its own shards
+        (rdmx.train.checkpoint.restore_state), then the balancer and this rank's RNG."""
+        restore_state(ckpt, {"generator": self.c.generator}, self.c.generator, self.optimizer, self.dist,
+                      self.checkpointer.groups)
+        if ckpt.small.get("balancer") is not None:
+            try:
+                self.c.balancer.load_state_dict(ckpt.small["balancer"])
+            except (RuntimeError, KeyError, TypeError, ValueError, IndexError, RdmxError) as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                raise RdmxError(f"{ckpt.path}: its balancer state cannot be restored ({first}); start over with "
+                                "--fresh") from None
+        rngs = ckpt.small.get("rng") or []
+        if rngs:  # this rank's own when the world size is the one saved, else rank 0's
+            mine = rngs[self.dist.rank] if len(rngs) == self.dist.world else rngs[0]
+            torch.set_rng_state(mine["torch"])
+            if mine.get("cuda") and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(list(mine["cuda"])[: torch.cuda.device_count()])
+
+    def _restore_legacy(self, ckpt: Checkpoint) -> None:
+        """rdmx 0.1's single file (rdmx.train.legacy_checkpoint); sharded: rank 0 broadcasts it."""
+        from rdmx.train.legacy_checkpoint import restore_sharded_state, restore_training
+
+        if not self.sharded:
+            restore_training(ckpt.legacy, ckpt.path, generator=self.c.generator, optimizer=self.optimizer,
+                             balancer=self.c.balancer)
+            return
+        restore_sharded_state(self.c.generator, self.optimizer, ckpt.legacy if self.dist.main else None, ckpt.path)
+        if ckpt.legacy.get("balancer") is not None:
+            self.c.balancer.load_state_dict(ckpt.legacy["balancer"])
+        torch.set_rng_state(ckpt.legacy["torch_rng"])
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         """AdamW over the generator's trainable parameters (their shards when sharded)."""
@@ -433,14 +465,33 @@ class Trainer:
         return row
 
     # -- the loop ----------------------------------------------------------------------------
-    def run(self, resume: bool = True, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Train to ``train.steps``; resumes from ``checkpoint`` (already loaded and verified) or
-        from the output folder's last checkpoint when ``resume``."""
+    def checkpoint_due(self, done: int) -> bool:
+        """``train.checkpoint_every`` steps, or ``train.checkpoint_minutes`` of training, since the last one."""
+        t = self.recipe.train
+        if t.checkpoint_every and done % t.checkpoint_every == 0:
+            return True
+        return bool(t.checkpoint_minutes) and time.perf_counter() - self._saved_at >= 60 * t.checkpoint_minutes
+
+    def run(self, resume: bool = True, checkpoint: Checkpoint | None = None) -> dict[str, Any]:
+        """Train to ``train.steps``; resumes from ``checkpoint`` (located already) or from the
+        output folder's newest sealed checkpoint when ``resume``. A stop signal ends it with
+        :class:`RunStopped` after a checkpoint (see rdmx.train.stop)."""
         r, t = self.recipe, self.recipe.train
-        t0 = self._t0 = time.perf_counter()
+        t0 = self._t0 = self._saved_at = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
+        stop = StopRequest(t.stop_signals, rank=self.dist.rank)
+        try:
+            with stop:
+                return self._run(stop, resume, checkpoint, t0)
+        finally:  # a save in flight is sealed before the process ends (bounded when ranks may be gone)
+            if self._checkpointer is not None:
+                self._checkpointer.close(timeout=None if self.dist.world == 1 else 600)
+                self._checkpointer = None
+
+    def _run(self, stop: StopRequest, resume: bool, checkpoint: Checkpoint | None, t0: float) -> dict[str, Any]:
+        r, t = self.recipe, self.recipe.train
         self.make_optimizer()
-        # resume (model, optimiser, balancer, RNG, step, history) from the given or the last checkpoint
+        # resume (model, optimiser, balancer, RNG, step, history) from the given or the newest checkpoint
         self.streak = 0
         start = self.resume(checkpoint, allowed=resume)
         # frozen references, floors and evaluation banks (cached by fingerprint)
@@ -452,36 +503,49 @@ class Trainer:
         if self.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=t.steps, initial=start, desc=r.name, unit="step", dynamic_ncols=True)
-        for step in range(start, t.steps):
-            # one step, then logging, evaluation, samples and checkpoints on their schedules
-            row = self.train_step(step)
-            raws = {k[4:]: v for k, v in row.items() if k.startswith("raw/")}
-            self.state.history.append(row)
-            done = step + 1
-            if done % t.log_every == 0 or done == t.steps:
-                self.tracker.log_metrics(row, done)
-            if r.eval.every and done % r.eval.every == 0 and done != t.steps:
-                self.evaluate(done)
-            if t.sample_every and done % t.sample_every == 0:
-                self.save_samples(done)
-            if t.checkpoint_every and done % t.checkpoint_every == 0:
-                self.checkpoint(done)
-            if bar is not None:
-                last = self.state.evals[max(self.state.evals)] if self.state.evals else {}
-                post = {"raw": f"{sum(raws.values()) / max(len(raws), 1):.3g}"}
-                if "eval/sw_rK_heldout" in last:
-                    post["held-out SW_r"] = f"{last['eval/sw_rK_heldout']:.2f}"
-                bar.set_postfix(post)
-                bar.update(1)
+            bar = self._bar = tqdm(total=t.steps, initial=start, desc=r.name, unit="step", dynamic_ncols=True)
+        saved = start
+        with stop.at_step_boundaries():
+            for step in range(start, t.steps):
+                # one step, then logging, evaluation, samples and checkpoints on their schedules
+                row = self.train_step(step)
+                raws = {k[4:]: v for k, v in row.items() if k.startswith("raw/")}
+                self.state.history.append(row)
+                done = step + 1
+                if done % t.log_every == 0 or done == t.steps:
+                    self.tracker.log_metrics(row, done)
+                if r.eval.every and done % r.eval.every == 0 and done != t.steps:
+                    self.evaluate(done)
+                if t.sample_every and done % t.sample_every == 0:
+                    self.save_samples(done)
+                if bar is not None:
+                    last = self.state.evals[max(self.state.evals)] if self.state.evals else {}
+                    post = {"raw": f"{sum(raws.values()) / max(len(raws), 1):.3g}"}
+                    if "eval/sw_rK_heldout" in last:
+                        post["held-out SW_r"] = f"{last['eval/sw_rK_heldout']:.2f}"
+                    bar.set_postfix(post, refresh=False)
+                    bar.update(1)
+                # the step boundary: the ranks agree on a stop request and on a checkpoint being due
+                stopping, due = agree([stop.number, int(self.dist.main and self.checkpoint_due(done))],
+                                      self.dist, self.c.device)
+                if due or stopping:
+                    self.checkpoint(done, block=bool(stopping))
+                    saved = done
+                if stopping:
+                    if bar is not None:
+                        bar.close()
+                        self._bar = None
+                    raise RunStopped(signal_name(stopping), done, self.out / "checkpoints" / f"step-{done:06d}")
         if bar is not None:
             bar.close()
-        # the final evaluation, grid and checkpoint
+            self._bar = None
+        # the last step's checkpoint (before the final evaluation: a stop during it loses no step)
+        ckpt = self.checkpoint(t.steps) if saved != t.steps else self.out / "checkpoints" / f"step-{t.steps:06d}"
         final = self.evaluate(t.steps)
         grid = self.save_samples(t.steps)
         if not self.c.info.is_image and self.dist.main:  # small vector samples (toys): keep them for figures
             torch.save(self.last_samples.cpu(), self.out / "final_samples.pt")
-        ckpt = self.checkpoint(t.steps)
+        self.checkpointer.wait()
         wall = self.state.wall_s + time.perf_counter() - t0
         first_eval = self.state.evals.get(0, {})
         return {

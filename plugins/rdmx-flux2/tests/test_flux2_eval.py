@@ -30,7 +30,7 @@ def run(tmp_path_factory):
     metric = {"name": "pickscore", "model": str(model), "processor": str(processor), "device": "cpu", "batch_size": 4}
     resolved = t2i_recipe(root, metrics=[metric], steps=2, micro_batch=4, lr=0.05)
     Trainer(resolved, root / "run", progress=False).run(resume=False)
-    return root, resolved, root / "run" / "checkpoints" / "last.pt"
+    return root, resolved, root / "run" / "checkpoints" / "step-000002"
 
 
 def test_prompt_set_pickscore_win_rate_over_a_baseline(run):

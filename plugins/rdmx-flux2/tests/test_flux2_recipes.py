@@ -28,7 +28,7 @@ def test_headline_recipe_carries_the_papers_constants():
     t = r.recipe.train
     assert (t.batch, t.micro_batch, t.batch // (t.micro_batch * 8)) == (10240, 8, 160)
     assert (t.lr, t.lr_schedule, t.betas, t.weight_decay, t.grad_clip) == (2.83e-6, "constant", (0.9, 0.95), 0.0, 4.0)
-    assert (t.steps, t.checkpoint_every, t.keep_checkpoints) == (300, 20, True)
+    assert (t.steps, t.checkpoint_every, t.keep_every, t.milestones) == (300, 20, 20, "weights")
     est = r.config("estimator")
     assert (est.landmarks, est.sigma_scale, est.kmeans_iters) == (8192, 0.25, 20)
     assert (r.recipe.joint.kind, r.recipe.joint.s_txt, r.recipe.joint.text_encoder.name) == ("text", 1.0, "siglip2-text")
