@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from rdmx.errors import RdmxError
 from rdmx.recipe import ResolvedRecipe
 from rdmx.samples import NpzStream, class_plan, grid_rows, save_grid, to_uint8_nhwc
 from rdmx.train.build import Components, build_components
@@ -34,25 +35,59 @@ def is_base(checkpoint: str | Path | None) -> bool:
     return checkpoint is None or str(checkpoint) == BASE
 
 
-def apply_checkpoint(comp: Components, checkpoint: str | Path | None, fingerprint: str) -> Checkpoint | None:
+def apply_checkpoint(comp: Components, checkpoint: str | Path | None, resolved: ResolvedRecipe,
+                     weights: str = "auto") -> Checkpoint | None:
     """Load a checkpoint's generator weights into ``comp`` (``None`` / ``"base"``: keep the built
-    ones and return None). A checkpoint is a sealed folder (or a run folder: its newest) or a 0.1 file."""
+    ones and return None): its EMA or raw weights (``weights``: auto = the EMA when it has one;
+    the choice is ``comp.weights``). A checkpoint is a sealed folder (or a run folder: its newest)
+    or a 0.1 file."""
+    comp.weights = "raw"
     if is_base(checkpoint):
+        if weights == "ema":
+            raise RdmxError("--weights ema needs a checkpoint (-c) of a run with [train.ema]")
         return None
-    ckpt = open_checkpoint(checkpoint, fingerprint)
-    ckpt.load_generator(comp.generator)
+    ckpt = open_for(comp.generator, checkpoint, resolved)
+    comp.weights = ckpt.load_generator(comp.generator, weights)
     return ckpt
+
+
+def open_for(generator, checkpoint: str | Path, resolved: ResolvedRecipe) -> Checkpoint:
+    """An rdmx checkpoint (verified, of this recipe), or a file of another code base that the
+    generator's plugin reads (``foreign_weights``: e.g. the paper's released ``.pth``), as a
+    :class:`Checkpoint` of step 0 holding the generator's weights in this plugin's layout."""
+    from rdmx.train.checkpoint import locate
+    from rdmx.train.legacy_checkpoint import is_rdmx_file
+
+    from rdmx.plugins import get_plugins
+
+    path = locate(checkpoint)
+    if not path.is_file() or is_rdmx_file(path):
+        return open_checkpoint(path, resolved.fingerprint)
+    entry = get_plugins().get("generators", resolved.recipe.generator.name)
+    reader = entry.meta_value("foreign_weights")
+    if reader:
+        import importlib
+
+        module, _, name = reader.partition(":")
+        state = getattr(importlib.import_module(module), name)(path, generator)
+        if state is not None:
+            return Checkpoint(path, 0, resolved.fingerprint, None, {"extra": {}}, legacy={"generator": state})
+    who = f"generator '{entry.name}'"
+    raise RdmxError(f"{path}: neither an rdmx checkpoint nor a weights file {who} can read; give a checkpoint folder "
+                    f"(RUN/checkpoints/step-NNNNNN) or the run folder")
 
 
 def step_of(ckpt: Checkpoint | None) -> int:
     return ckpt.step if ckpt is not None else 0
 
 
-def load_generator(resolved: ResolvedRecipe, checkpoint: str | Path | None) -> tuple[Components, Checkpoint | None]:
-    """Components of the recipe with the checkpoint's generator weights loaded; without a checkpoint
-    (``None`` or ``"base"``), the generator as the recipe builds it (its warm start: step 0)."""
+def load_generator(resolved: ResolvedRecipe, checkpoint: str | Path | None,
+                   weights: str = "auto") -> tuple[Components, Checkpoint | None]:
+    """Components of the recipe with the checkpoint's generator weights loaded (``weights``: see
+    :func:`apply_checkpoint`); without a checkpoint (``None`` or ``"base"``), the generator as the
+    recipe builds it (its warm start: step 0)."""
     comp = build_components(resolved if is_base(checkpoint) else without_warm_start(resolved))
-    ckpt = apply_checkpoint(comp, checkpoint, resolved.fingerprint)
+    ckpt = apply_checkpoint(comp, checkpoint, resolved, weights)
     comp.generator.eval()
     return comp, ckpt
 
@@ -93,7 +128,8 @@ def _baseline_samples(comp: Components, weights: dict[str, torch.Tensor] | None,
 def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None, *, n: int | None = None,
                         out: Path | None = None, suite=None, progress: bool = True, log: bool = True,
                         fid: bool = False, prompts: list[str] | None = None, per_prompt: int = 1,
-                        baseline: str | Path | None = None, baseline_set: list[str] | None = None):
+                        baseline: str | Path | None = None, baseline_set: list[str] | None = None,
+                        weights: str = "auto"):
     """SW_rK (all / training / held-out encoders), MMDr and FD of a checkpoint's samples
     (``suite`` overrides the recipe's ``eval.suite``; ``fid`` adds FID-50K with torch-fidelity's
     Inception); the text-joint SW_r / MMDr too when the recipe matches the text-joint law.
@@ -130,8 +166,8 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None,
             baseline_weights = open_checkpoint(baseline).generator_state(baseline_gen)
     elif baseline is not None:
         baseline_weights = (_state(comp.generator) if is_base(baseline)
-                            else open_checkpoint(baseline, resolved.fingerprint).generator_state(comp.generator))
-    ckpt = apply_checkpoint(comp, checkpoint, resolved.fingerprint)
+                            else open_for(comp.generator, baseline, resolved).generator_state(comp.generator))
+    ckpt = apply_checkpoint(comp, checkpoint, resolved, weights)
     cond = None
     if prompts is not None:
         comp.generator.set_prompts(prompts)
@@ -155,6 +191,7 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None,
     result = ev.result
     result.settings["checkpoint"] = str(checkpoint) if not is_base(checkpoint) else "(the recipe's generator)"
     result.settings["step"] = step_of(ckpt)
+    result.settings["weights"] = comp.weights  # the EMA or the raw weights
     if prompts is not None:
         result.settings["prompts"] = {"count": len(prompts), "per_prompt": per_prompt}
     if baseline is not None:
@@ -178,7 +215,7 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None,
 
 def sample_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None, *, n: int, out: Path,
                       columns: int = 8, seed: int = SAMPLE_SEED, max_grid_rows: int = 32,
-                      prompts: list[str] | None = None) -> dict[str, Path]:
+                      prompts: list[str] | None = None, weights: str = "auto") -> dict[str, Path]:
     """``n`` samples as ``samples.npz`` (ADM layout: uint8 NHWC ``arr_0``, condition ids ``arr_1`` when
     conditional) and labelled PNG grids (8 rows of ``columns`` per grid, one condition per row, up
     to ``max_grid_rows`` conditions spread over those sampled; ``#i`` is prompt i of a text-to-image
@@ -189,7 +226,7 @@ def sample_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None, *
     so memory holds one chunk of images whatever ``n``."""
     from rdmx.files import atomic_write_text
 
-    comp, ckpt = load_generator(resolved, checkpoint)
+    comp, ckpt = load_generator(resolved, checkpoint, weights)
     if not comp.info.is_image:
         raise ValueError(f"rdmx sample writes images; this recipe's generator makes {comp.info.sample_shape} vectors")
     info, gen = comp.info, comp.generator
@@ -253,12 +290,12 @@ def _pad_rows(rows, images, labels, columns):
 
 
 def geneval_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None, metadata_path: str | Path, *,
-                       out: Path, per_prompt: int = 4) -> Path:
+                       out: Path, per_prompt: int = 4, weights: str = "auto") -> Path:
     """The GenEval folder layout (``rdmx.samples.write_geneval``) for a checkpoint (or the base generator)."""
     from rdmx.samples import read_geneval_metadata, write_geneval
 
     metadata = read_geneval_metadata(metadata_path)
-    comp, ckpt = load_generator(resolved, checkpoint)
+    comp, ckpt = load_generator(resolved, checkpoint, weights)
     batch = checkpoint_chunk(resolved, ckpt)
     with out_of_memory_hint("rdmx sample --format geneval", "eval.chunk", batch):
         return write_geneval(comp.generator, metadata, out, per_prompt=per_prompt, device=comp.device, batch=batch)

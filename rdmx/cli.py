@@ -301,6 +301,8 @@ def eval_cmd(
     set_: SetOpt = None,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
     fid: Annotated[bool, typer.Option("--fid", help="also FID-50K as the literature computes it (rdmx-fid)")] = False,
+    weights: Annotated[str, typer.Option("--weights", help="the checkpoint's EMA or raw weights (auto: the EMA "
+                                         "when it has one)")] = "auto",
 ) -> None:
     """Evaluate a checkpoint: SW_rK over training and held-out encoders, MMDr, FD (text-joint too),
     FID-50K with --fid, and the recipe's metrics (e.g. PickScore and its win rate over --baseline)."""
@@ -316,8 +318,9 @@ def eval_cmd(
         if n is not None:
             pool = pool[:n]
     result = evaluate_checkpoint(resolved, checkpoint, n=n, out=out, progress=not no_progress, prompts=pool, fid=fid,
-                                 per_prompt=per_prompt, baseline=baseline, baseline_set=baseline_set)
-    result.render(_console(), title=f"{resolved.recipe.name} @ step {result.settings['step']}")
+                                 per_prompt=per_prompt, baseline=baseline, baseline_set=baseline_set, weights=weights)
+    result.render(_console(), title=f"{resolved.recipe.name} @ step {result.settings['step']} "
+                                    f"({result.settings['weights']} weights)")
     extra = {k: v for k, v in result.summary.items() if not k.startswith(("sw_rK", "mmd_r"))}
     for k, v in sorted(extra.items()):
         _console().print(f"{k}: {v:.4f}")
@@ -339,6 +342,8 @@ def sample_cmd(
                                                     "(.txt/.jsonl/.csv/.json; GenEval metadata for --format geneval)")] = None,
     per_prompt: Annotated[int, typer.Option("--per-prompt", min=1, help="GenEval samples per prompt")] = 4,
     set_: SetOpt = None,
+    weights: Annotated[str, typer.Option("--weights", help="the checkpoint's EMA or raw weights (auto: the EMA "
+                                         "when it has one)")] = "auto",
 ) -> None:
     """Write labelled PNG grids and an ADM-compatible samples.npz, or GenEval's folder layout, from a checkpoint."""
     from rdmx.checkpoints import geneval_checkpoint, sample_checkpoint
@@ -348,7 +353,7 @@ def sample_cmd(
     if fmt == "geneval":
         if prompts is None:
             raise RdmxError("--format geneval needs --prompts GENEVAL_METADATA.jsonl (one JSON object per prompt)")
-        folder = geneval_checkpoint(resolved, checkpoint, prompts, out=out, per_prompt=per_prompt)
+        folder = geneval_checkpoint(resolved, checkpoint, prompts, out=out, per_prompt=per_prompt, weights=weights)
         _console().print(f"GenEval layout in {folder}; score it with the official scorer:\n"
                          f"  python evaluation/evaluate_images.py {folder} --outfile results.jsonl --model-path <detector>\n"
                          f"  python evaluation/summary_scores.py results.jsonl")
@@ -361,11 +366,79 @@ def sample_cmd(
 
         pool = read_prompts(prompts)
     try:
-        paths = sample_checkpoint(resolved, checkpoint, n=n, out=out, prompts=pool)
+        paths = sample_checkpoint(resolved, checkpoint, n=n, out=out, prompts=pool, weights=weights)
     except ValueError as exc:
         raise RdmxError(str(exc)) from None
     grids = sum(k.startswith("grid") for k in paths)
     _console().print(f"{n} samples → {paths['npz']} and {grids} grid(s) in {out}")
+
+
+@app.command("ema")
+def ema_cmd(
+    run: Annotated[Path, typer.Argument(help="a run folder whose [train.ema] tracked posthoc profiles")],
+    sigma_rel: Annotated[list[float], typer.Option("--sigma-rel", help="the EMA width(s) to reconstruct, e.g. 0.05 "
+                                                   "(repeatable: a sweep)")],
+    step: Annotated[Optional[int], typer.Option("--step", help="the snapshot (milestone) step; default the newest")] = None,
+    evaluate: Annotated[bool, typer.Option("--eval", help="evaluate each reconstruction (rdmx eval with the run's "
+                                           "recipe) and print them side by side")] = False,
+    n: Annotated[Optional[int], typer.Option("--n", min=2, help="with --eval: samples per metric")] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+) -> None:
+    """Post-hoc EMA (EDM2): the EMA of any width, rebuilt from the run's snapshots, as checkpoints
+    that eval / sample / export take (RUN/posthoc/sigma-<σ>-step-<k>)."""
+    from rdmx.posthoc import reconstruct
+
+    con = _console()
+    made = []
+    for s in sigma_rel:
+        try:
+            folder, report = reconstruct(run, s, step=step)
+        except ValueError as exc:
+            raise RdmxError(f"--sigma-rel {s}: {exc}") from None
+        made.append((s, folder, report))
+        con.print(f"σ_rel {s:.3f} at step {report['step']}: {folder}  ({report['snapshots']} snapshots, misplaced "
+                  f"step mass {report['residual_mass']:.2e})")
+    if not evaluate:
+        return
+    from rich.table import Table
+
+    from rdmx.checkpoints import evaluate_checkpoint
+    from rdmx.recipe import load_recipe
+
+    resolved = load_recipe(run / "recipe.resolved.toml")
+    rows = []
+    for s, folder, _ in made:
+        result = evaluate_checkpoint(resolved, folder, n=n, out=folder, progress=not no_progress, log=False)
+        rows.append((s, result.summary))
+    keys = sorted({k for _, summary in rows for k in summary if k.startswith(("sw_rK", "mmd_r"))})
+    table = Table(title=f"post-hoc EMA of {run}")
+    for col in ["σ_rel", *keys]:
+        table.add_column(col, justify="right")
+    for s, summary in rows:
+        table.add_row(f"{s:.3f}", *[f"{summary.get(k, float('nan')):.4g}" for k in keys])
+    con.print(table)
+
+
+@app.command("export")
+def export_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="a checkpoint folder, a run folder (its newest) or a post-hoc EMA")],
+    fmt: Annotated[str, typer.Option("--format", help="safetensors (any generator), or the generator plugin's own: "
+                                     "release (pMF's .pth), diffusers (FLUX.2 [klein])")] = "safetensors",
+    out: Annotated[Path, typer.Option("--out", "-o", help="a new (or empty) folder")] = Path("export"),
+    weights: Annotated[str, typer.Option("--weights", help="the checkpoint's EMA or raw weights (auto: the EMA when "
+                                         "it has one)")] = "auto",
+    recipe: Annotated[Optional[Path], typer.Option("--recipe", help="the recipe that made it (default: the run's "
+                                                   "recipe.resolved.toml)")] = None,
+    eval_json: Annotated[Optional[Path], typer.Option("--eval-json", help="the figures for the model card (default: "
+                                                      "the run's summary)")] = None,
+) -> None:
+    """Export a trained generator: safetensors + config + model card (the Hub's layout), or a
+    plugin's format (the paper's .pth, a diffusers pipeline)."""
+    from rdmx.export import export_checkpoint
+
+    files = export_checkpoint(checkpoint, fmt, out, weights=weights, recipe=recipe, eval_json=eval_json)
+    size = sum(p.stat().st_size for p in files)
+    _console().print(f"exported {len(files)} files ({size / 2**20:.1f} MiB) to {out}")
 
 
 @app.command("render")

@@ -140,6 +140,12 @@ class GeneratorMeta(WeightsMeta):
         None, ge=0, description="classes its released weights are conditioned on (None: any / not class-conditional)")
     params: int | None = Field(None, ge=0, description="parameter count at its released size (listing)")
     modality: Literal["image", "text", "vector"] = Field("image", description="what it generates")
+    exports: dict[str, str] = Field(
+        default_factory=dict, description="rdmx export formats the plugin adds: format -> 'module:function', "
+        "called as function(generator, config, folder, export) (rdmx.export)")
+    foreign_weights: str | None = Field(
+        None, description="'module:function' reading a checkpoint file of another code base (e.g. a paper's release) "
+        "into this generator's state dict, for rdmx eval / sample -c; function(path, generator) -> dict or None")
 
 
 class DatasetMeta(ComponentMeta):

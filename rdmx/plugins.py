@@ -38,7 +38,7 @@ from rdmx.hookspecs import COMMANDS_HOOK, KINDS, PROJECT, RdmxSpec
 from rdmx.registry import Entry, Registry, make_register
 
 ENTRY_POINT_GROUP = "rdmx"
-BUILTIN_COMMANDS = ("list", "plugins", "show", "run", "eval", "sample", "ui", "reference", "weights")
+BUILTIN_COMMANDS = ("list", "plugins", "show", "run", "eval", "sample", "ui", "reference", "weights", "ema", "export")
 KNOWN_HOOKS = tuple(f"rdmx_register_{k}" for k in KINDS) + (COMMANDS_HOOK,)
 
 

@@ -105,6 +105,32 @@ def _loss_scale(value: Any) -> Any:
     return 1.0 if value == "none" else value  # not one per member of the union
 
 
+class EmaConfig(_Strict):
+    """``[train.ema]``: an exponential moving average of the generator's weights (rdmx.train.ema),
+    kept beside them in float32, sharded with them, checkpointed and restored exactly. It never
+    changes training, so it is left out of the fingerprint."""
+
+    half_life_images: float = Field(0.0, ge=0, description="the EMA's half-life in generated images (N per "
+                                                           "step); or give decay")
+    decay: float = Field(0.0, ge=0, lt=1, description="β per update (the weight of the average so far); or give "
+                                                      "half_life_images")
+    rampup: float = Field(0.0, ge=0, description="EDM's ramp-up: the half-life is at most rampup × the images "
+                                                 "generated so far (0 = off)")
+    warmup_steps: int = Field(0, ge=0, description="before this many steps the EMA follows the weights (β = 0)")
+    update_every: int = Field(1, ge=1, description="steps between updates (β compounds accordingly)")
+    posthoc: list[Annotated[float, Field(gt=0, lt=0.2887)]] = Field(
+        default_factory=list, description="σ_rel of EDM2 power-function EMA profiles to track for post-hoc "
+        "reconstruction (e.g. [0.05, 0.10]); their snapshots are the run's milestones (train.keep_every)")
+
+    @model_validator(mode="after")
+    def _one_rate(self) -> EmaConfig:
+        if self.half_life_images and self.decay:
+            raise ValueError("give half_life_images or decay, not both")
+        if not (self.half_life_images or self.decay or self.posthoc):
+            raise ValueError("an EMA needs half_life_images or decay (or posthoc profiles)")
+        return self
+
+
 class TrainConfig(_Strict):
     steps: int = Field(1000, ge=0)
     batch: int = Field(256, ge=1, description="generated batch N per step (global)")
@@ -137,6 +163,7 @@ class TrainConfig(_Strict):
     milestones: Literal["weights", "full"] = Field(
         "weights", description="what a milestone keeps once it leaves the rolling window: the generator's weights "
                                "(and EMA) for evaluation, or everything (resumable from it; 3× the disk)")
+    ema: EmaConfig | None = Field(None, description="an EMA of the generator ([train.ema]); off when absent")
     stop_signals: list[str] = Field(
         default_factory=lambda: ["SIGTERM", "SIGINT", "SIGUSR1"],
         description="signals that stop the run at the next step boundary with a checkpoint (exit status 75)")
@@ -154,6 +181,13 @@ class TrainConfig(_Strict):
             if data.pop("keep_checkpoints") is True and "keep_every" not in data:
                 data["keep_every"] = data.get("checkpoint_every", 0)
         return data
+
+    @model_validator(mode="after")
+    def _posthoc_snapshots(self) -> TrainConfig:
+        if self.ema is not None and self.ema.posthoc and not self.keep_every:
+            raise ValueError("train.ema.posthoc needs snapshots: the milestones of train.keep_every (e.g. keep_every = "
+                             "checkpoint_every) are where the profiles are kept")
+        return self
 
     @field_validator("stop_signals")
     @classmethod
@@ -280,7 +314,7 @@ _RESERVED = {"name", "role", "label", "weights_dtype", "backend", "run_name"}
 NOT_IN_FINGERPRINT = ("train.checkpoint_every", "train.log_every", "train.sample_every",
                       "train.max_consecutive_skips", "train.keep_checkpoints", "reference.workers",
                       "train.checkpoint_minutes", "train.keep_last", "train.keep_every", "train.stop_signals",
-                      "train.milestones")
+                      "train.milestones", "train.ema")
 
 
 class ResolvedRecipe:
@@ -297,6 +331,8 @@ class ResolvedRecipe:
         # optional blocks that are absent stay absent (recipes without them keep their fingerprints)
         if out.get("prompts") is None:
             out.pop("prompts", None)
+        if out["train"].get("ema") is None:
+            out["train"].pop("ema", None)
         if out["joint"].get("text_encoder") is None:
             out["joint"].pop("text_encoder", None)
         for path, cfg in self.configs.items():

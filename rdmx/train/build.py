@@ -28,6 +28,7 @@ class Components:
     device: torch.device = torch.device("cpu")
     prompts: Any = None  # rdmx.data.prompts.PromptPool of a text-to-image generator, or None
     text_encoder: Any = None  # the text-joint law's frozen text tower, or None
+    weights: str = "raw"  # the generator's weights in use: raw, or a checkpoint's EMA
 
     @property
     def train_names(self) -> list[str]:
@@ -100,7 +101,23 @@ def build_generator(resolved: ResolvedRecipe, device: torch.device, plugins: Plu
     torch.manual_seed(r.seed)
     data = _build(plugins, "datasets", "data", r.data.name, resolved)
     info = data_info(data, prompt_pool(plugins, resolved, data))
-    return _build(plugins, "generators", "generator", r.generator.name, resolved, info).to(device)
+    return _generator(plugins, resolved, info).to(device)
+
+
+def _generator(plugins: Plugins, resolved: ResolvedRecipe, info: DataInfo):
+    """The recipe's generator; ``generator.weights`` naming an ``rdmx export`` folder (safetensors)
+    builds it with random weights and loads the export's exactly (rdmx.export.load_export)."""
+    r = resolved.recipe
+    weights = getattr(resolved.config("generator"), "weights", None)
+    from rdmx.export import is_export, load_export
+
+    if isinstance(weights, str) and is_export(weights):
+        from rdmx.checkpoints import without_warm_start
+
+        generator = _build(plugins, "generators", "generator", r.generator.name, without_warm_start(resolved), info)
+        load_export(weights, generator)
+        return generator
+    return _build(plugins, "generators", "generator", r.generator.name, resolved, info)
 
 
 def hold_weights(enc, own: str | None, battery: str, where: str):
@@ -129,7 +146,7 @@ def build_components(resolved: ResolvedRecipe, plugins: Plugins | None = None, l
     check_data(resolved, data)
     prompts = prompt_pool(plugins, resolved, data)
     info = data_info(data, prompts)
-    generator = _build(plugins, "generators", "generator", r.generator.name, resolved, info).to(device)
+    generator = _generator(plugins, resolved, info).to(device)
     encoders, roles = {}, {}
     for i, block in enumerate(r.battery.encoders):
         try:

@@ -47,7 +47,7 @@ LEGACY_FILE = "last.pt"  # rdmx 0.1's single file, in RUN/checkpoints/
 warnings.filterwarnings("ignore", message=r"torch\.distributed is disabled, unavailable or uninitialized",
                         category=UserWarning)
 _STEP = re.compile(r"step-(\d{6,})")
-GROUPS = {"model": ("generator", "ema"), "optim": ("optimizer",)}  # DCP checkpoint folder -> its entries
+GROUPS = ("model", "optim")  # a checkpoint's DCP folders: the weights (generator, EMAs) and the optimiser state
 _OWN_FILE = re.compile(r"(model|optim|state\.pt|\..*\.tmp-.*)")  # what a save writes in a checkpoint folder
 REMEDY = ("restore the file from a copy, or move this checkpoint folder away to resume from the one before it, "
           "or start over with --fresh")
@@ -199,27 +199,57 @@ class Checkpoint:
             raise RdmxError(f"{self.path}: holds no {key} weights")
         mismatch(saved, {k: tuple(v.shape) for k, v in template.items()}, self.path, what)
 
-    def generator_state(self, template: torch.nn.Module, key: str = "generator") -> dict[str, torch.Tensor]:
-        """The weights under ``key`` as a plain state dict shaped like ``template``'s (one process,
-        no process group; ``template`` is left untouched)."""
-        own = template.state_dict()
-        self.check_fits(own, key)
+    def read(self, key: str, template: dict[str, torch.Tensor], what: str = "generator") -> dict[str, torch.Tensor]:
+        """The tensors under ``key`` as a plain state dict shaped like ``template`` (one process, no
+        process group; ``template`` is left untouched)."""
+        self.check_fits(template, key, what)
         if self.legacy is not None:
             return dict(self.legacy[key])
-        state = {k: torch.empty_like(v, device="cpu") for k, v in own.items()}
+        state = {k: torch.empty_like(v, device="cpu") for k, v in template.items()}
         dcp_load({key: state}, self.path / group_of(key))
         return state
 
-    def load_generator(self, generator: torch.nn.Module, key: str = "generator") -> None:
-        """Load the weights under ``key`` into an unsharded ``generator``; non-finite ones are refused."""
-        state = self.generator_state(generator, key)
+    def generator_state(self, template: torch.nn.Module, key: str = "generator") -> dict[str, torch.Tensor]:
+        """The generator's raw weights as a plain state dict shaped like ``template``'s."""
+        return self.read(key, template.state_dict())
+
+    def weights_choice(self, weights: str = "auto") -> str:
+        """``raw`` or ``ema``: ``auto`` is the EMA when the checkpoint holds one."""
+        if weights not in ("auto", "raw", "ema"):
+            raise RdmxError(f"--weights must be auto, ema or raw, got {weights!r}")
+        if weights == "ema" and "ema" not in self.keys:
+            raise RdmxError(f"{self.path}: holds no EMA of the generator (its run had no [train.ema]); use --weights raw")
+        return ("ema" if "ema" in self.keys else "raw") if weights == "auto" else weights
+
+    def load_generator(self, generator: torch.nn.Module, weights: str = "auto") -> str:
+        """Load the raw weights into an unsharded ``generator``, then its EMA over the trainable
+        parameters when ``weights`` picks it (see :meth:`weights_choice`); non-finite weights are
+        refused. Returns the choice."""
+        choice = self.weights_choice(weights)
+        state = self.generator_state(generator)
         refuse_non_finite(state, self.path)
         generator.load_state_dict(state)
+        if choice == "ema":
+            params = {n: p for n, p in generator.named_parameters() if p.requires_grad}
+            ema = self.read("ema", {n: p.detach() for n, p in params.items()}, "generator's EMA")
+            refuse_non_finite(ema, self.path)
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.copy_(ema[n])
+        return choice
 
 
 def group_of(key: str) -> str:
     """The DCP folder of a checkpoint that holds the state-dict entry ``key``."""
-    return next(g for g, keys in GROUPS.items() if key in keys)
+    return "optim" if key == "optimizer" else "model"
+
+
+def split_groups(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """State-dict entries by the DCP folder that holds them (empty folders left out)."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in state.items():
+        out.setdefault(group_of(key), {})[key] = value
+    return out
 
 
 def mismatch(saved: dict[str, tuple], expected: dict[str, tuple], path: Path | str, what: str) -> None:
@@ -319,11 +349,12 @@ def verify_split(ckpt: Checkpoint, dist, group=None) -> None:
     refuse(problems)
 
 
-def restore_state(ckpt: Checkpoint, modules: dict[str, torch.nn.Module], generator: torch.nn.Module, optimizer,
+def restore_state(ckpt: Checkpoint, modules: dict[str, Any], generator: torch.nn.Module, optimizer,
                   dist, groups: dict[str, Any] | None = None) -> None:
     """Load a sharded-format checkpoint for training, on every rank: the files verified (a share
-    each), then each state-dict entry of ``modules`` (``generator``, and ``ema`` when the run keeps
-    one) and the optimiser state read into this rank's shards, whatever world size saved them."""
+    each), then each state-dict entry of ``modules`` (``generator``: the module; the EMA's entries:
+    dicts of tensors, loaded in place) and the optimiser state read into this rank's shards,
+    whatever world size saved them."""
     from torch.distributed.checkpoint.state_dict import (
         get_model_state_dict,
         get_optimizer_state_dict,
@@ -341,17 +372,17 @@ def restore_state(ckpt: Checkpoint, modules: dict[str, torch.nn.Module], generat
     if missing:
         raise RdmxError(f"{ckpt.path}: holds no {', '.join(missing)} state, which this run keeps; resume it with the "
                         f"settings that made it, or start over with --fresh")
-    state: dict[str, Any] = {k: get_model_state_dict(m) for k, m in modules.items()}
+    state: dict[str, Any] = {k: get_model_state_dict(m) if isinstance(m, torch.nn.Module) else m
+                             for k, m in modules.items()}
     if "optimizer" in ckpt.keys:  # absent when saved before the optimiser's first step
         state["optimizer"] = get_optimizer_state_dict(generator, optimizer)
     for key in modules:
         ckpt.check_fits(state[key], key)
-    for group, keys in GROUPS.items():
-        part = {k: state[k] for k in keys if k in state}
-        if part:
-            dcp_load(part, ckpt.path / group, process_group=groups.get(group))
+    for group, part in split_groups(state).items():
+        dcp_load(part, ckpt.path / group, process_group=groups.get(group))
     for key, module in modules.items():
         refuse_non_finite(state[key], ckpt.path)
-        set_model_state_dict(module, state[key])
+        if isinstance(module, torch.nn.Module):
+            set_model_state_dict(module, state[key])
     if "optimizer" in state:
         set_optimizer_state_dict(generator, optimizer, state["optimizer"])

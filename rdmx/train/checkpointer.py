@@ -34,7 +34,7 @@ import torch
 
 from rdmx.errors import RdmxError
 from rdmx.files import file_sha256, save_torch, write_sealed_json
-from rdmx.train.checkpoint import FORMAT, GROUPS, MANIFEST, SMALL, folder_for, read_manifest, scan
+from rdmx.train.checkpoint import FORMAT, GROUPS, MANIFEST, SMALL, folder_for, read_manifest, scan, split_groups
 
 
 def human_bytes(n: float) -> str:
@@ -73,16 +73,17 @@ class Checkpointer:
         self.last: dict[str, Any] = {}  # figures of the last save (benchmarks): blocked_s, bytes, ...
 
     # -- saving -----------------------------------------------------------------------------
-    def save(self, step: int, state: dict[str, Any], small: dict[str, Any], block: bool = False) -> Path:
+    def save(self, step: int, state: dict[str, Any], small: dict[str, Any], block: bool = False,
+             folder: Path | None = None) -> Path:
         """Checkpoint ``state`` (DCP state-dict entries: this rank's shards of ``generator``,
         ``optimizer``, ``ema``) and ``small`` (rank 0's small state; every rank's RNG is added
-        here) as ``root/step-NNNNNN``."""
+        here) as ``root/step-NNNNNN`` (or ``folder``, outside the retention of ``root``)."""
         import torch.distributed as tdist
         import torch.distributed.checkpoint as dcp
 
         t0 = time.perf_counter()
         self.wait()
-        folder = folder_for(self.root, step)
+        folder = Path(folder) if folder is not None else folder_for(self.root, step)
         main = self.dist.main
         if main:
             if folder.exists():  # a save of this step cut short, or a run started over: never sealed here
@@ -95,8 +96,7 @@ class Checkpointer:
             rngs = [None] * self.dist.world
             tdist.all_gather_object(rngs, rng, group=self.group)  # also: rank 0's folder exists now
         futures = []
-        for group, keys in GROUPS.items():
-            part = {k: state[k] for k in keys if k in state}
+        for group, part in split_groups(state).items():
             if part:
                 writer = dcp.FileSystemWriter(str(folder / group), single_file_per_rank=True, sync_files=True,
                                               overwrite=True)

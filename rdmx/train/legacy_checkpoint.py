@@ -90,6 +90,15 @@ def save_checkpoint(path, *, step, generator, optimizer, balancer, fingerprint, 
     )
 
 
+def is_rdmx_file(path: str | Path) -> bool:
+    """Whether ``path`` is a single-file rdmx checkpoint (read memory-mapped: cheap for a big file)."""
+    try:
+        obj = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - unreadable as a torch zip file: not one of rdmx's
+        return False
+    return isinstance(obj, dict) and obj.get("format") == FORMAT
+
+
 def load_checkpoint(path: str | Path, fingerprint: str | None = None) -> dict[str, Any]:
     """A verified checkpoint; refused when damaged, of another format, or of another recipe."""
     path = Path(path)

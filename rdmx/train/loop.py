@@ -26,6 +26,7 @@ from rdmx.train import micro_batch as auto_micro
 from rdmx.train import shard
 from rdmx.train.checkpoint import Checkpoint, latest, open_checkpoint, restore_state
 from rdmx.train.checkpointer import Checkpointer
+from rdmx.train.ema import GeneratorEMA
 from rdmx.train.stop import RunStopped, StopRequest, agree, signal_name
 from rdmx.train.distributed import DistContext, from_environment
 from rdmx.train.gradcache import cached_backward, direct_backward
@@ -87,6 +88,8 @@ class Trainer:
         self.text_eval = None  # text-joint SW_r / MMDr inputs (rdmx.train.evaluation.text_joint_eval)
         self.state = RunState()
         self.sharded = self._prepare_generator()
+        # the EMA (and post-hoc profiles) of the generator: float32 copies of its parameters' shards
+        self.ema = GeneratorEMA(self.c.generator, t.ema, t.batch) if t.ema is not None else None
         if t.micro_batch == "auto" and self.sharded:
             raise RdmxError(
                 "train.micro_batch = 'auto' cannot probe a generator sharded with FSDP2 (train.shard = \"fsdp\"): "
@@ -223,11 +226,22 @@ class Trainer:
                                     chunk=self.eval_chunk, device=self.c.device, metrics=self.c.metrics,
                                     data=self.c.data, step=step, keep_samples=not self.c.info.is_image,
                                     text=self.text_eval, dist=self.dist)
-        if ev is None:
+        metrics = {}
+        if ev is not None:
+            self.last_samples = ev.samples
+            self.mmd_protocol = ev.result.settings.get("mmd_protocol")
+            metrics = {f"eval/{k}": v for k, v in ev.scalars().items()}
+        if self.ema is not None and "ema" in self.ema.averages and step > 0:  # the EMA, on the same samples' noise
+            with self.ema.swapped_in("ema"), self.out_of_memory(f"the EMA's evaluation at step {step}", "eval.chunk",
+                                                                 self.eval_chunk):
+                ev_ema = evaluate_generator(self.c.generator, self.c.encoders, self.c.roles, self.refs,
+                                            self.recipe.eval, chunk=self.eval_chunk, device=self.c.device,
+                                            metrics=self.c.metrics, data=self.c.data, step=step,
+                                            keep_samples=False, text=self.text_eval, dist=self.dist)
+            if ev_ema is not None:
+                metrics.update({f"eval_ema/{k}": v for k, v in ev_ema.scalars().items()})
+        if not metrics:
             return {}
-        self.last_samples = ev.samples
-        self.mmd_protocol = ev.result.settings.get("mmd_protocol")
-        metrics = {f"eval/{k}": v for k, v in ev.scalars().items()}
         self.state.evals[step] = metrics
         self.tracker.log_metrics(metrics, step)
         return metrics
@@ -263,6 +277,8 @@ class Trainer:
         state = {"generator": get_model_state_dict(self.c.generator)}
         if self.optimizer.state:
             state["optimizer"] = get_optimizer_state_dict(self.c.generator, self.optimizer)
+        if self.ema is not None:
+            state.update(self.ema.state_dicts())
         return state
 
     def checkpoint(self, step: int, block: bool = False) -> Path:
@@ -272,7 +288,8 @@ class Trainer:
                          self.state.wall_s + time.perf_counter() - self._t0)
         small = {"fingerprint": self.resolved.fingerprint, "run_id": self.tracker.run_id, "sharded": self.sharded,
                  "balancer": self.c.balancer.state_dict(),
-                 "extra": {"state": state.to_dict(), "micro_batch": self.micro_batch}}
+                 "extra": {"state": state.to_dict(), "micro_batch": self.micro_batch},
+                 "ema": self.ema.small_state() if self.ema is not None else None}
         self._saved_at = time.perf_counter()
         return self.checkpointer.save(step, self.training_state(), small, block=block)
 
@@ -383,8 +400,10 @@ class Trainer:
     def _restore(self, ckpt: Checkpoint) -> None:
         """The sharded format: every rank verifies a share of the files and reads its own shards
         (rdmx.train.checkpoint.restore_state), then the balancer and this rank's RNG."""
-        restore_state(ckpt, {"generator": self.c.generator}, self.c.generator, self.optimizer, self.dist,
-                      self.checkpointer.groups)
+        entries = {"generator": self.c.generator, **(self.ema.state_dicts() if self.ema is not None else {})}
+        restore_state(ckpt, entries, self.c.generator, self.optimizer, self.dist, self.checkpointer.groups)
+        if self.ema is not None:
+            self.ema.load_small_state(ckpt.small.get("ema") or {})
         if ckpt.small.get("balancer") is not None:
             try:
                 self.c.balancer.load_state_dict(ckpt.small["balancer"])
@@ -452,6 +471,8 @@ class Trainer:
                 norm = torch.nn.utils.clip_grad_norm_(self.params, t.grad_clip if t.grad_clip > 0 else float("inf"))
                 gnorm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
                 self.optimizer.step()
+                if self.ema is not None:
+                    self.ema.update(step + 1)
         with self._phase("balancer"):
             raws = {k: float(v) for k, v in res.raws.items()}
             weights_used = dict(self.c.balancer.weights)

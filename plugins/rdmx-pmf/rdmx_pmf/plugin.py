@@ -74,5 +74,7 @@ def rdmx_register_generators(register):
             resolution=p.resolution,
             classes=p.classes,
             params=p.arch.parameter_count(p.resolution, p.classes),
+            exports={"release": "rdmx_pmf.export:release_pth"},
+            foreign_weights="rdmx_pmf.export:read_release",
             **weights,
         )
