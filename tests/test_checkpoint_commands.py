@@ -57,7 +57,7 @@ def test_wrong_checkpoint_is_a_clear_error(trained, tmp_path):
     bad = tmp_path / "x.pt"
     bad.write_bytes(b"not a checkpoint")
     res = rdmx("sample", str(QUICK), *args, "-c", str(bad), cwd=tmp)
-    assert res.returncode == 2 and "not a readable rdmx checkpoint" in res.stderr
+    assert res.returncode == 2 and "neither an rdmx checkpoint nor a weights file generator 'conv' can read" in res.stderr
     res = rdmx("eval", str(QUICK), *args, "--set", "train.lr=0.5", "-c", str(tmp / "run/checkpoints"), cwd=tmp)
     assert res.returncode == 2 and "fingerprint" in res.stderr and "Traceback" not in res.stderr
     assert str(tmp / "run" / "recipe.resolved.toml") in res.stderr  # the recipe that made it
