@@ -175,11 +175,18 @@ def _missing(sources) -> WeightsMissingError:
     )
 
 
+def student_file(config) -> Path | None:
+    """``weights`` naming the release's student file (a ``.pth``): the base is the pretrained
+    pipeline (random when tiny), the student's transformer is loaded over it."""
+    path = Path(config.weights).expanduser()
+    return path if path.suffix in (".pth", ".pt") else None
+
+
 def _weights_dir(config) -> Path | None:
     """The diffusers-format directory holding transformer/ and vae/, or None for random weights."""
     if config.tiny or config.weights == "random":
         return None
-    if config.weights == "pretrained":
+    if config.weights == "pretrained" or student_file(config) is not None:
         located = {k: s.locate() for k, s in SOURCES.items()}
         needed = [k for k in ("transformer", "vae") + (() if config.text_encoder else ("text_encoder", "tokenizer"))
                   if located[k] is None]
@@ -222,4 +229,16 @@ def build(config, info: DataInfo) -> Flux2KleinGenerator:
     random_text = (TINY_QWEN3 if config.tiny else QWEN3_4B) if folder is None else None
     source = resolve_text_source(config, folder, random_text)
     text = Qwen3PromptEncoder(source, config.ctx_len, config.text_layers, config.text_device)
-    return Flux2KleinGenerator(config, info, transformer, vae, text)
+    generator = Flux2KleinGenerator(config, info, transformer, vae, text)
+    student = student_file(config)
+    if student is not None:  # the release's one-step student as a warm start
+        from rdmx_flux2.export import read_release
+
+        if not student.is_file():
+            raise RdmxError(f"generator 'flux2-klein': weights = {config.weights!r}: no such file")
+        state = read_release(student, generator)
+        if state is None:
+            raise RdmxError(f"generator 'flux2-klein': {student} is not the release's student file (a state dict of "
+                            "FLUX.2 transformer weights under 'model', Black Forest Labs' key names)")
+        generator.load_state_dict(state)
+    return generator

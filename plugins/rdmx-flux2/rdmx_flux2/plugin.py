@@ -110,4 +110,6 @@ def rdmx_register_generators(register):
         weights="pretrained",
         weights_available=availability(list(SOURCES.values())),
         weights_sources=tuple(SOURCES.values()),
+        exports={"diffusers": "rdmx_flux2.export:diffusers"},
+        foreign_weights="rdmx_flux2.export:read_release",
     )
