@@ -30,6 +30,9 @@ def full_state(trainer) -> dict:
         "balancer": trainer.c.balancer.state_dict(),
         "history": [h["loss"] for h in trainer.state.history],
         "sharded": trainer.sharded,
+        "ema": {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).clone()
+                for k, v in (trainer.ema.state_dicts()["ema"].items() if trainer.ema else [])},
+        "ema_updates": trainer.ema.updates if trainer.ema else None,
     }
 
 

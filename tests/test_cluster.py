@@ -67,7 +67,7 @@ def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
 # -- restore across world sizes ------------------------------------------------------------------
 
 def test_checkpoint_restores_bit_for_bit_on_any_world_size_sharded_or_not(tmp_path):
-    recipe = json.dumps(sets(tmp_path / "cache", "train.steps=3", 'train.shard="fsdp"'))
+    recipe = json.dumps(sets(tmp_path / "cache", "train.steps=3", 'train.shard="fsdp"', "train.ema={decay=0.9}"))
     worker = [sys.executable, str(ROOT / "tests" / "ckpt_worker.py")]
     a, b = tmp_path / "a", tmp_path / "b"
     run_ranks([*worker, "save", str(a), recipe], 2)  # FSDP2 over 2 ranks
@@ -88,6 +88,10 @@ def test_checkpoint_restores_bit_for_bit_on_any_world_size_sharded_or_not(tmp_pa
                 for name in ("exp_avg", "exp_avg_sq", "step"):
                     assert torch.equal(got["optim"][k][name], moments[name]), (world, k, name)
             assert got["balancer"] == saved["balancer"] and got["history"] == saved["history"]
+            # the EMA, averaged shard by shard on each rank, restored on any world size
+            assert saved["ema"] and got["ema"].keys() == saved["ema"].keys() and got["ema_updates"] == 3
+            for k, v in saved["ema"].items():
+                assert torch.equal(got["ema"][k], v), (world, k)
     manifest = read_manifest(a / "run" / "checkpoints" / "step-000003")
     assert manifest["world_size"] == 2 and manifest["sharded"]
     assert {"model/__0_0.distcp", "model/__1_0.distcp", "optim/__1_0.distcp", "model/.metadata", "state.pt"} <= set(
