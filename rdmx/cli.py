@@ -34,6 +34,9 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
+    threads: Annotated[Optional[str], typer.Option(
+        "--threads", help="CPU threads per process (default: the CPUs this process may use / the processes sharing "
+                          "them; OMP_NUM_THREADS and RDMX_THREADS are read too)")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                           help="print rdmx's version and exit")] = False,
 ) -> None:
@@ -554,6 +557,21 @@ def _usage_line(exc) -> str:
     return f"error: {message}{where}"
 
 
+def _thread_option(args: list[str]) -> str | None:
+    """``--threads N`` (or ``--threads=N``) before the command: read here, before torch is imported."""
+    for i, a in enumerate(args):
+        if a == "--threads" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--threads="):
+            return a.split("=", 1)[1]
+        if not a.startswith("-"):
+            break  # the command: its own options follow
+    return None
+
+
+HEAVY = {"run", "reference", "eval", "sample", "render", "ema", "export"}  # commands that compute
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user mistakes print one clear line and exit 2 (a traceback only with --debug)."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -562,6 +580,12 @@ def main(argv: list[str] | None = None) -> None:
     from rdmx.train.stop import EXIT_STOPPED, RunStopped
 
     try:
+        from rdmx import threads
+
+        policy = threads.apply(_thread_option(args))  # before torch starts its thread pool
+        command = next((a for a in args if not a.startswith("-") and a != _thread_option(args)), None)
+        if command in HEAVY - {"run"} and os.environ.get("RANK", "0") == "0":
+            typer.echo(f"rdmx: {policy.describe()}", err=True)  # `run` writes it to its run log too
         mount_plugin_commands(args)
         rv = app(args=args, prog_name="rdmx", standalone_mode=False)
     except RunStopped as exc:  # a scheduler's signal: checkpointed, resumable (exit status 75)

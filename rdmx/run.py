@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,10 @@ def run_one(resolved: ResolvedRecipe, out: Path, tracker: Tracker, progress: boo
             return done
         log = stack.enter_context(RunLog(out, rank=dist.rank))
         log.started(resumed_from=ckpt.step if ckpt is not None else None)
+        if main:
+            from rdmx import threads
+
+            print(f"rdmx: {threads.apply().describe()}", file=sys.stderr, flush=True)
         previous = _previous_run_id(out)
         run_id = ckpt.run_id if ckpt is not None else None
         if main and previous and previous != run_id:

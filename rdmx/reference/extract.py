@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from rdmx.threads import worker_init
+
 from rdmx.components import describe_encoder
 from rdmx.errors import RdmxError
 from rdmx.files import IntegrityError, clean_stale_temps, load_tensors, read_sealed_json, save_tensors, write_sealed_json
@@ -359,6 +361,7 @@ def _run_shards(todo, dataset, missing, shard_rows, batch_size, num_workers, pro
         batch_sampler=[list(range(a, b)) for _, a, b, _ in plan],
         num_workers=num_workers,
         pin_memory=any(_encoder_device(e).type == "cuda" for e in todo.values()),
+        worker_init_fn=worker_init,  # one thread per worker process (rdmx.threads)
     )
     bar = tqdm(total=sum(b - a for _, a, b, _ in plan), unit="img", unit_scale=True,
                desc=f"features[{split}]", disable=not progress, dynamic_ncols=True)

@@ -3,6 +3,9 @@ so a plugin's test suite needs no conftest of its own.
 
 * Tests never touch the network: ``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE`` and
   ``HF_DATASETS_OFFLINE`` default to 1 (an explicit setting wins).
+* Each xdist worker runs with the CPU threads it is entitled to (rdmx.threads: the CPUs over the
+  workers, OpenMP waiting passively), set before any test imports torch; the processes tests start
+  inherit it.
 * ``rdmx_offline_cache``: empty Hugging Face / torch-hub / XDG caches under the test's tmp
   folder (the "weights are missing" path); returns that folder.
 * ``rdmx_plugins``: a freshly loaded :class:`rdmx.plugins.Plugins` (entry points as installed).
@@ -23,6 +26,10 @@ OFFLINE = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
 def pytest_configure(config) -> None:
     for var in OFFLINE:
         os.environ.setdefault(var, "1")
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # a worker: its share of the CPUs (the controller computes nothing)
+        from rdmx import threads
+
+        threads.apply()
 
 
 @pytest.fixture

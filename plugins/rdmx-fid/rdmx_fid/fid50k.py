@@ -123,7 +123,9 @@ class FidMetric(Metric):
             from safetensors.numpy import load_file
 
             return load_file(str(path))
-        loader = torch.utils.data.DataLoader(getattr(data, c.real), batch_size=c.batch_size)
+        from rdmx.threads import worker_init
+
+        loader = torch.utils.data.DataLoader(getattr(data, c.real), batch_size=c.batch_size, worker_init_fn=worker_init)
         feats = torch.cat([self.features(images.to(device)) for images, _ in loader])
         stats = statistics(feats.numpy())
         from rdmx.reference.extract import atomic_save_tensors
