@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ def open_for(generator, checkpoint: str | Path, resolved: ResolvedRecipe) -> Che
 
     path = locate(checkpoint)
     if not path.is_file() or is_rdmx_file(path):
-        return open_checkpoint(path, resolved.fingerprint)
+        return open_checkpoint(path, resolved.fingerprint, recipe=resolved.to_dict())
     entry = get_plugins().get("generators", resolved.recipe.generator.name)
     reader = entry.meta_value("foreign_weights")
     if reader:
@@ -226,10 +227,16 @@ def sample_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None, *
     so memory holds one chunk of images whatever ``n``."""
     from rdmx.files import atomic_write_text
 
+    from rdmx.files import need_disk
+
+    shape = resolved_sample_shape(resolved)
+    if shape is not None:  # before anything is built or allocated: the archive's size on disk
+        need_disk(out, n * math.prod(shape[1:]) * 3, f"--n {n} samples (samples.npz, uint8)")
     comp, ckpt = load_generator(resolved, checkpoint, weights)
     if not comp.info.is_image:
         raise ValueError(f"rdmx sample writes images; this recipe's generator makes {comp.info.sample_shape} vectors")
     info, gen = comp.info, comp.generator
+    need_disk(out, n * math.prod(info.sample_shape[1:]) * 3, f"--n {n} samples (samples.npz, uint8)")
     out = Path(out)
     paths: dict[str, Path] = {}
     if prompts is not None:
@@ -267,6 +274,18 @@ def sample_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None, *
         paths[f"grid{k // per_grid}"] = save_grid(images, out / f"grid-{k // per_grid:04d}.png", labels=labels,
                                                   columns=columns, scale=max(1, 64 // images.shape[-1]))
     return paths
+
+
+def resolved_sample_shape(resolved: ResolvedRecipe) -> tuple[int, ...] | None:
+    """The data's sample shape as its registration declares it (nothing built), when it does."""
+    from rdmx.plugins import get_plugins
+
+    try:
+        entry = get_plugins().get("datasets", resolved.recipe.data.name)
+        shape = entry.declared("sample_shape", resolved.config("data"))
+    except Exception:  # noqa: BLE001 - unknown before the data is opened: checked after building
+        return None
+    return tuple(shape) if shape else None
 
 
 def _label(info, c: int) -> str:

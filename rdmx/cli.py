@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fnmatch
 import json
 import os
@@ -34,6 +36,8 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
+    trust_code: Annotated[bool, typer.Option(
+        "--trust-code", help="allow the recipe's settings that run code (allow_pickle, trust_remote_code)")] = False,
     threads: Annotated[Optional[str], typer.Option(
         "--threads", help="CPU threads per process (default: the CPUs this process may use / the processes sharing "
                           "them; OMP_NUM_THREADS and RDMX_THREADS are read too)")] = None,
@@ -173,8 +177,13 @@ def show_cmd(
         typer.echo(json.dumps({"fingerprint": resolved.fingerprint, "recipe": resolved.to_dict()}, indent=2))
         return
     from rdmx.tomlwrite import dumps
+    from rdmx.trust import code_settings
 
     typer.echo(f"# fingerprint: {resolved.fingerprint}")
+    for path, cfg in resolved.configs.items():  # settings that run code: flagged, they need --trust-code
+        for name in code_settings(cfg):
+            typer.echo(f"# WARNING: {path}.{name} = true runs code (a full unpickle / a repository's Python); "
+                       f"it takes effect only with rdmx --trust-code")
     typer.echo(dumps(resolved.to_dict()))
 
 
@@ -500,9 +509,31 @@ def ui_cmd(
     if scheme not in UI_STORES:
         raise RdmxError(f"rdmx ui: the MLflow UI reads a backend store ({', '.join(sorted(UI_STORES))}), not "
                         f"{store!r} (from --uri or $MLFLOW_TRACKING_URI); a tracking server has its own UI")
+    import signal
+    import socket
+
+    with socket.socket() as s:  # a busy port is one line, not a server that exits at once
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise RdmxError(f"rdmx ui: port {port} on 127.0.0.1 is in use (another rdmx ui?); pick another "
+                            f"with --port") from None
     cmd = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri", store]
     typer.echo(f"MLflow UI on http://127.0.0.1:{port}  (store {store})")
-    raise typer.Exit(subprocess.call(cmd))
+    proc = subprocess.Popen(cmd, start_new_session=True)  # its own process group: the server and its workers
+
+    def stop(signum, frame):  # SIGTERM / SIGINT: the whole group goes, nothing is left running
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    try:
+        code = proc.wait()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    raise typer.Exit(0 if code in (0, -signal.SIGTERM) else code)
 
 
 def _mount_subcommands() -> None:
@@ -569,9 +600,6 @@ def _thread_option(args: list[str]) -> str | None:
     return None
 
 
-HEAVY = {"run", "reference", "eval", "sample", "render", "ema", "export"}  # commands that compute
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user mistakes print one clear line and exit 2 (a traceback only with --debug)."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -582,10 +610,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         from rdmx import threads
 
-        policy = threads.apply(_thread_option(args))  # before torch starts its thread pool
-        command = next((a for a in args if not a.startswith("-") and a != _thread_option(args)), None)
-        if command in HEAVY - {"run"} and os.environ.get("RANK", "0") == "0":
-            typer.echo(f"rdmx: {policy.describe()}", err=True)  # `run` writes it to its run log too
+        if "--trust-code" in args:
+            os.environ["RDMX_TRUST_CODE"] = "1"  # the person running the command says so (rdmx.trust)
+        threads.apply(_thread_option(args))  # before torch starts its thread pool (said when components are built)
         mount_plugin_commands(args)
         rv = app(args=args, prog_name="rdmx", standalone_mode=False)
     except RunStopped as exc:  # a scheduler's signal: checkpointed, resumable (exit status 75)
@@ -612,6 +639,11 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo("interrupted; the last checkpoint (if any) is intact — run again to resume", err=True)
         sys.exit(130)
     except OSError as exc:  # a path the user gave that cannot be written or read: --out on a file, ...
+        if exc.errno == errno.ENOSPC and not debug:  # the data written before is intact (atomic writes)
+            where = exc.filename2 or exc.filename or "the disk being written"
+            typer.echo(f"error: the disk is full ({where}): free some space there, or point the output elsewhere "
+                       f"(--out, reference.cache_dir); what was written before is intact", err=True)
+            sys.exit(2)
         if debug or not exc.filename:
             raise
         where = exc.filename2 or exc.filename  # a rename: its destination (not the temporary file)

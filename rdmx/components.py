@@ -68,6 +68,9 @@ def build_checked(entry: Entry, config: BaseModel | dict | None, *args: Any, lab
     who = describe(entry, label, path)
     prefix = f"{where}: " if where else ""
     cfg = entry.validate_config(config)
+    from rdmx.trust import check
+
+    check(cfg, f"{prefix}{path or entry.name}")
     try:
         obj = entry.build(cfg, *args)
     except RdmxError as exc:

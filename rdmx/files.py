@@ -17,9 +17,11 @@ belongs to and how to rebuild it. Nothing damaged is ever used silently.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -55,16 +57,73 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """``write(tmp)`` then fsync and rename over ``path``; the temporary file never survives."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    refuse_link(path)
     tmp = temp_path(path)
     try:
         write(str(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if disk_full(exc):  # torch's "file write failed", safetensors' "os error 28", OSError ENOSPC alike
+            raise RdmxError(f"the disk is full: {path} could not be written; free some space there, or point the "
+                            f"output elsewhere (the file it replaces, if any, is intact)") from None
         raise
     return path
+
+
+def disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "os error 28" in text
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def need_disk(path: str | Path, nbytes: int, what: str) -> None:
+    """Refuse, before anything is written, to write ``nbytes`` where the disk has less free space
+    (with 5 % and 16 MiB to spare): one message saying where, how much is needed and how much is free."""
+    import shutil
+
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if nbytes * 1.05 + (16 << 20) > free:
+        raise RdmxError(f"not enough disk for {what} in {path}: {human_size(nbytes)} needed, {human_size(free)} free "
+                        f"on that disk; free some space, or point it elsewhere (nothing was written)")
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a nested structure (this process's local shards)."""
+    import torch
+
+    total, stack = 0, [obj]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, Mapping):
+            stack.extend(x.values())
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
+        elif isinstance(x, torch.Tensor):
+            t = x.to_local() if hasattr(x, "to_local") else x
+            total += t.numel() * t.element_size()
+    return total
+
+
+def refuse_link(path: Path) -> None:
+    """rdmx never writes through a symbolic link it did not make (it could point anywhere)."""
+    if path.is_symlink():
+        raise RdmxError(f"{path} is a symbolic link (to {os.readlink(path)}); rdmx writes only files of its own "
+                        f"there: remove the link")
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -86,16 +145,21 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+TEMP_NAME = re.compile(r"\..+\.tmp-(\d+)-[0-9a-f]{8}")  # exactly what temp_path makes
+
+
 def clean_stale_temps(folder: str | Path, recursive: bool = False) -> list[Path]:
-    """Delete temporary files left by killed writers (their PID is gone); returns what went."""
+    """Delete temporary files left by killed rdmx writers: only names :func:`temp_path` makes
+    (``.<name>.tmp-<pid>-<8 hex digits>``) whose process is gone, never through a link; returns
+    what went. Anything else, however it is named, is the user's and stays."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     pattern = f"**/.*{TEMP_MARK}*" if recursive else f".*{TEMP_MARK}*"
     gone = []
     for p in folder.glob(pattern):
-        pid = p.name.rsplit(TEMP_MARK, 1)[-1].split("-", 1)[0]
-        if p.is_file() and (not pid.isdigit() or not _pid_alive(int(pid))):
+        m = TEMP_NAME.fullmatch(p.name)
+        if m and p.is_file() and not p.is_symlink() and not _pid_alive(int(m.group(1))):
             p.unlink(missing_ok=True)
             gone.append(p)
     return gone
@@ -218,6 +282,7 @@ def save_tensors(path: str | Path, tensors: Mapping[str, Any], metadata: Mapping
     from safetensors.torch import save_file
 
     data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    need_disk(Path(path).parent, tensor_bytes(data), Path(path).name)
     meta = {**{k: str(v) for k, v in (metadata or {}).items()}, SEAL_KEY: tensors_sha256(data)}
     return atomic_write(path, lambda tmp: save_file(data, tmp, metadata=meta))
 
@@ -254,6 +319,7 @@ def save_torch(path: str | Path, obj: Mapping[str, Any]) -> Path:
     import torch
 
     body = {k: v for k, v in obj.items() if k != SEAL_KEY}
+    need_disk(Path(path).parent, tensor_bytes(body), Path(path).name)
     sealed = {**body, SEAL_KEY: object_sha256(body)}
     return atomic_write(path, lambda tmp: torch.save(sealed, tmp))
 
@@ -299,7 +365,14 @@ class FolderLock:
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(self.path, "a+")  # noqa: SIM115 - held open while locked
+        refuse_link(self.path)
+        try:  # never through a link planted there after the check (O_NOFOLLOW)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                refuse_link(self.path)
+            raise
+        f = os.fdopen(fd, "r+")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -55,7 +55,9 @@ class Component(BaseModel):
 
 class BatteryEncoder(Component):
     role: Literal["train", "heldout"] = "train"
-    label: str | None = Field(default=None, description="name in logs; defaults to the encoder name")
+    label: str | None = Field(default=None, pattern=NAME_PATTERN,
+                              description="name in logs and metric keys (letters, digits, . _ -); defaults to the "
+                                          "encoder name")
     weights_dtype: Literal["float32", "bfloat16"] | None = Field(
         default=None, description="dtype the frozen weights are held in; default battery.weights_dtype")
 
@@ -168,6 +170,9 @@ class TrainConfig(_Strict):
         default_factory=lambda: ["SIGTERM", "SIGINT", "SIGUSR1"],
         description="signals that stop the run at the next step boundary with a checkpoint (exit status 75)")
     log_every: int = Field(1, ge=1)
+    max_skipped_fraction: float = Field(
+        0.1, ge=0, le=1, description="a run that skipped more than this fraction of its steps (non-finite) ends with "
+                                     "an error naming the cause, after writing its summary (trained = false)")
     max_consecutive_skips: int = Field(
         20, ge=0, description="stop the run after this many consecutive non-finite (skipped) steps; 0 = never")
 
@@ -313,6 +318,7 @@ _RESERVED = {"name", "role", "label", "weights_dtype", "backend", "run_name"}
 # settings that change how a run is observed or stored, never its results (kept out of the fingerprint)
 NOT_IN_FINGERPRINT = ("train.checkpoint_every", "train.log_every", "train.sample_every",
                       "train.max_consecutive_skips", "train.keep_checkpoints", "reference.workers",
+                      "train.max_skipped_fraction",
                       "train.checkpoint_minutes", "train.keep_last", "train.keep_every", "train.stop_signals",
                       "train.milestones", "train.ema")
 
@@ -379,6 +385,9 @@ _TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 
 def _split_path(path: str) -> list[str | int]:
+    if re.search(r"\[\s*-\d+\s*\]", path):
+        raise RecipeError(f"bad recipe path {path!r}: indices count from 0 and cannot be negative "
+                          f"(battery.encoders[0] is the first entry)")
     parts: list[str | int] = []
     pos = 0
     for m in _TOKEN.finditer(path):

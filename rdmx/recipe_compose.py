@@ -32,6 +32,9 @@ _ENV = re.compile(r"\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 def read_toml(path: str | Path) -> dict[str, Any]:
     """A TOML file as a dict; a missing, non-text or invalid file is a RecipeError naming it."""
     p = Path(path)
+    if p.is_dir():
+        raise RecipeError(f"{p} is a folder, not a recipe file (a .toml; a run folder's recipe is "
+                          f"{p / 'recipe.resolved.toml'})")
     if not p.is_file():
         raise RecipeError(f"recipe not found: {p}")
     try:

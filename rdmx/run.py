@@ -35,8 +35,22 @@ def write_resolved_recipe(resolved: ResolvedRecipe, path: Path) -> Path:
     from rdmx.files import atomic_write_text
 
     text = (f"# the resolved recipe of {resolved.source} (fingerprint {resolved.fingerprint}); "
-            f"`rdmx run` accepts it as is\n" + dumps(resolved.to_dict()))
+            f"`rdmx run` accepts it as is\n" + dumps(escape_interpolation(resolved.to_dict())))
     return atomic_write_text(path, text)
+
+
+def escape_interpolation(obj: Any) -> Any:
+    """Every literal ``${`` of a resolved value written as ``$${`` (read back as ``${``, never
+    interpolated again: the rerun is the same recipe, whatever the environment holds)."""
+    if isinstance(obj, str):
+        from rdmx.recipe_compose import _ENV
+
+        return _ENV.sub(lambda m: "$" + m.group(0), obj)
+    if isinstance(obj, dict):
+        return {k: escape_interpolation(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [escape_interpolation(v) for v in obj]
+    return obj
 
 
 def plugin_versions() -> dict[str, str]:
@@ -121,7 +135,7 @@ def locate_resume_point(resolved: ResolvedRecipe, out: Path, resume: bool):
     if not resume:
         return None
     found = latest(root)
-    return open_checkpoint(found, resolved.fingerprint, verify=False) if found is not None else None
+    return open_checkpoint(found, resolved.fingerprint, verify=False, recipe=resolved.to_dict()) if found else None
 
 
 def run_one(resolved: ResolvedRecipe, out: Path, tracker: Tracker, progress: bool = True,
@@ -160,6 +174,10 @@ def run_one(resolved: ResolvedRecipe, out: Path, tracker: Tracker, progress: boo
                             f"ask for at least {ckpt.step} steps, or train again with --fresh (another --out "
                             f"keeps both)")
         done = finished_summary(resolved, out, ckpt)
+        if done is not None and not done.get("trained", True):
+            raise RdmxError(f"{out} holds this recipe's finished run, which did not train (it skipped "
+                            f"{done.get('skipped_steps')} of {done['steps']} steps; see its run.log); --fresh trains "
+                            f"it again")
         if done is not None:  # nothing changes in the folder, its log included
             if main:
                 more = (" --set train.steps=<more> trains on from it," if resolved.recipe.train.lr_schedule == "constant"
@@ -169,10 +187,9 @@ def run_one(resolved: ResolvedRecipe, out: Path, tracker: Tracker, progress: boo
             return done
         log = stack.enter_context(RunLog(out, rank=dist.rank))
         log.started(resumed_from=ckpt.step if ckpt is not None else None)
-        if main:
-            from rdmx import threads
+        from rdmx import threads
 
-            print(f"rdmx: {threads.apply().describe()}", file=sys.stderr, flush=True)
+        threads.announce()
         previous = _previous_run_id(out)
         run_id = ckpt.run_id if ckpt is not None else None
         if main and previous and previous != run_id:
@@ -198,6 +215,8 @@ def run_one(resolved: ResolvedRecipe, out: Path, tracker: Tracker, progress: boo
             summary["run_id"] = tracker.run_id
             if main:
                 write_json(out / "summary.json", summary)
+            if not summary.get("trained", True):  # every number of it is the step-0 generator's
+                raise RdmxError(f"{out}: {trainer.untrained_message()}")
             status = "FINISHED"
             record("finished", step=steps)
             return summary

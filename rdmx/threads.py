@@ -148,6 +148,19 @@ def decided() -> Policy | None:
     return _DECIDED
 
 
+_ANNOUNCED = False
+
+
+def announce() -> None:
+    """Say the policy once per process (rank 0), where the work starts: a run (into its log), the
+    components of eval / sample / export / a reference build."""
+    global _ANNOUNCED
+    if _ANNOUNCED or os.environ.get("RANK", "0") != "0":
+        return
+    _ANNOUNCED = True
+    print(f"rdmx: {apply().describe()}", file=sys.stderr, flush=True)
+
+
 def worker_init(_worker_id: int = 0) -> None:
     """``worker_init_fn`` of DataLoaders: one thread per worker process."""
     import torch

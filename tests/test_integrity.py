@@ -99,8 +99,8 @@ def test_atomic_write_leaves_nothing_on_failure_and_stale_temps_are_cleaned(tmp_
     assert list(tmp_path.iterdir()) == []
     # a temp file of a dead writer (its pid is gone) and one of a live writer (this process)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = tmp_path / f".shard-00001.safetensors.tmp-{dead.stdout.strip()}-abcd"
-    live = tmp_path / f".summary.json.tmp-{os.getpid()}-abcd"
+    stale = tmp_path / f".shard-00001.safetensors.tmp-{dead.stdout.strip()}-0a1b2c3d"
+    live = tmp_path / f".summary.json.tmp-{os.getpid()}-0a1b2c3d"
     stale.write_text("x")
     live.write_text("x")
     assert clean_stale_temps(tmp_path) == [stale]

@@ -52,7 +52,7 @@ def kill_at(monkeypatch, at_step: int):
 
 
 def test_resumed_run_summary_equals_an_uninterrupted_one(tmp_path, monkeypatch, nan_first_step):
-    r = tiny(tmp_path, "train.steps=5", "train.checkpoint_every=2", "eval.every=2")
+    r = tiny(tmp_path, "train.steps=5", "train.checkpoint_every=2", "eval.every=2", "train.max_skipped_fraction=0.5")
     straight = run_recipe(r, tmp_path / "a", progress=False)
     kill_at(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):

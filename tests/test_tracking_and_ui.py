@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -51,9 +53,45 @@ def test_ui_serves_the_store_on_localhost(tmp_path):
                     break
                 time.sleep(0.5)
         assert status == 200, proc.stdout.read() if proc.poll() is not None else "no answer"
+        busy = subprocess.run([sys.executable, "-m", "rdmx.cli", "ui", "--port", str(port)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+        assert busy.returncode == 2 and f"port {port} on 127.0.0.1 is in use" in busy.stderr
+        # SIGTERM to rdmx ui alone: the MLflow server and its workers end with it
+        family = _descendants(proc.pid)
+        assert family
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        deadline = time.time() + 30
+        while time.time() < deadline and any(_alive(p) for p in family):
+            time.sleep(0.2)
+        assert not [p for p in family if _alive(p)]
     finally:
-        import os
-        import signal
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
 
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+
+def _descendants(pid: int) -> list[int]:
+    from pathlib import Path
+
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+    out, frontier = [], [pid]
+    while frontier:
+        kids = [c for c, p in parents.items() if p in frontier]
+        out += kids
+        frontier = kids
+    return out
+
+
+def _alive(pid: int) -> bool:
+    from pathlib import Path
+
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -266,6 +266,13 @@ def build_reference(
         ref.bank = sub_feats[: request.bank].clone()
         ref.bank_cond = None if sub_cond is None else sub_cond[: request.bank].clone()
     if nystrom:
+        pool = min(rows, request.kmeans_subsample)
+        if request.landmarks > pool:  # k-means on fewer rows than landmarks: every row is a landmark
+            from rdmx.console import warn
+
+            warn(f"estimator.landmarks = {request.landmarks} but the reference has {pool} rows to place them on: "
+                 f"the Nyström attraction uses those {pool} rows as its landmarks (lower estimator.landmarks to "
+                 f"silence this)")
         ref.landmarks = kmeans(
             head(request.kmeans_subsample), request.landmarks, iters=request.kmeans_iters, seed=request.seed
         ).contiguous()

@@ -169,6 +169,19 @@ def _prepare(directory: Path, base: dict[str, Any], who: str = "") -> dict[str, 
     path = directory / MANIFEST
     if path.exists():
         manifest = read_manifest(directory)
+        owner = {k: manifest.get(k) for k in ("encoder", "data", "split")}
+        if owner != {k: base[k] for k in owner}:  # another feature set copied or renamed over this folder
+            from rdmx.console import warn
+
+            warn(f"{who + ': ' if who else ''}{directory} holds the features of encoder {owner['encoder']}, data "
+                 f"{owner['data']}, split {owner['split']} (copied or renamed over it), not this extraction's: they "
+                 "are removed and extracted again")
+            for p in directory.glob("shard-*.safetensors"):
+                p.unlink()
+            path.unlink()
+            manifest = {**base, "complete": False}
+            atomic_write_json(path, manifest)
+            return manifest
         if manifest.get("rows") != base["rows"] or manifest.get("dim") != base["dim"]:
             raise RdmxError(
                 f"{who + ': ' if who else ''}{directory} holds {manifest.get('rows')} rows of dim "
@@ -286,10 +299,13 @@ def extract_features(
     names = {dirs[name]: name for name in encoders}  # how errors name each directory's encoder
 
     def complete(d: Path) -> bool:
+        """Complete, and this extraction's (not a feature set copied or renamed over the folder)."""
         try:
-            return bool(read_manifest(d).get("complete"))
+            m = read_manifest(d)
         except FileNotFoundError:
             return False
+        own = (m.get("encoder"), m.get("data"), m.get("split")) == (unique[d].fingerprint, data_fingerprint, split)
+        return bool(m.get("complete")) and own
 
     todo = {d: enc for d, enc in unique.items() if not complete(d)}
     if not todo:

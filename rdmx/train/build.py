@@ -138,6 +138,9 @@ def build_components(resolved: ResolvedRecipe, plugins: Plugins | None = None, l
     to build and go on without it (benchmarks on machines missing a family); default: raise."""
     plugins = plugins or get_plugins()
     r = resolved.recipe
+    from rdmx import threads
+
+    threads.announce()
     device = resolve_device(r.train.device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)  # one GPU per torchrun process

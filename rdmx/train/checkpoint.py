@@ -307,19 +307,41 @@ def _load_small(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     return small
 
 
-def check_fingerprint(path: Path, found: str, fingerprint: str | None) -> None:
+def recipe_differences(made_by: Path, current: dict[str, Any]) -> list[str]:
+    """Recipe paths whose values differ between a run's ``recipe.resolved.toml`` and ``current``."""
+    import tomllib
+
+    from rdmx.track.base import flatten
+
+    try:
+        old = flatten(tomllib.loads(made_by.read_text()))
+    except (OSError, ValueError):
+        return []
+    new = flatten(current)
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and not k.startswith("tracking."))
+
+
+def check_fingerprint(path: Path, found: str, fingerprint: str | None, current: dict[str, Any] | None = None) -> None:
     if fingerprint is None or found == fingerprint:
         return
-    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    run = path.parent.parent if path.parent.name in ("checkpoints", "posthoc") else path.parent
     made_by = run / "recipe.resolved.toml"  # written in every run (and sweep cell) folder
     hint = f" (its recipe: {made_by})" if made_by.is_file() else " (rdmx show prints a recipe's fingerprint)"
+    diffs = recipe_differences(made_by, current) if current is not None and made_by.is_file() else []
+    if diffs:
+        hint += f"; it differs in {', '.join(diffs[:4])}{' and more' if len(diffs) > 4 else ''}"
+        if "train.steps" in diffs and (current.get("train") or {}).get("lr_schedule") == "cosine":
+            hint += (" (under lr_schedule = \"cosine\" the schedule depends on train.steps, so a longer run is "
+                     "another run)")
     raise RdmxError(f"{path}: checkpoint of recipe fingerprint {found}, not {fingerprint}: another recipe made "
                     f"it{hint}; use that recipe, or give this run another --out (or start over with --fresh)")
 
 
-def open_checkpoint(path: str | Path, fingerprint: str | None = None, *, verify: bool = True) -> Checkpoint:
+def open_checkpoint(path: str | Path, fingerprint: str | None = None, *, verify: bool = True,
+                    recipe: dict[str, Any] | None = None) -> Checkpoint:
     """The checkpoint at ``path`` (see :func:`locate`), its files verified against the manifest
-    (``verify=False``: the caller verifies, e.g. split across ranks) and its recipe checked."""
+    (``verify=False``: the caller verifies, e.g. split across ranks) and its recipe checked
+    (``recipe``: the resolved recipe in use, to name what differs)."""
     path = locate(path)
     if path.is_file():
         from rdmx.train.legacy_checkpoint import load_checkpoint
@@ -328,7 +350,7 @@ def open_checkpoint(path: str | Path, fingerprint: str | None = None, *, verify:
         small = {k: legacy.get(k) for k in ("balancer", "torch_rng", "cuda_rng", "extra", "micro_batch")}
         return Checkpoint(path, int(legacy["step"]), legacy["fingerprint"], legacy.get("run_id"), small, legacy=legacy)
     manifest = read_manifest(path)
-    check_fingerprint(path, manifest.get("fingerprint"), fingerprint)
+    check_fingerprint(path, manifest.get("fingerprint"), fingerprint, recipe)
     if verify:
         refuse(verify_files(path, manifest))
     small = _load_small(path, manifest)

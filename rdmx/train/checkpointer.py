@@ -33,16 +33,8 @@ from typing import Any, Callable
 import torch
 
 from rdmx.errors import RdmxError
-from rdmx.files import file_sha256, save_torch, write_sealed_json
+from rdmx.files import disk_full, file_sha256, human_size, need_disk, save_torch, tensor_bytes, write_sealed_json
 from rdmx.train.checkpoint import FORMAT, GROUPS, MANIFEST, SMALL, folder_for, read_manifest, scan, split_groups
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def keep(steps: list[int], keep_last: int, keep_every: int) -> set[int]:
@@ -85,6 +77,8 @@ class Checkpointer:
         self.wait()
         folder = Path(folder) if folder is not None else folder_for(self.root, step)
         main = self.dist.main
+        need_disk(folder.parent, tensor_bytes(state) + tensor_bytes(small), f"the checkpoint of step {step} "
+                  f"(this rank's shards)")
         if main:
             if folder.exists():  # a save of this step cut short, or a run started over: never sealed here
                 shutil.rmtree(folder)
@@ -150,8 +144,8 @@ class Checkpointer:
         held = [f for _, f, ok in scan(self.root) if ok]
         total = sum(_folder_bytes(f) for f in held)
         note = f"; {', '.join(changed)}" if changed else ""
-        self.log(f"checkpoint {folder.name} sealed ({human_bytes(size)}, written in the background in "
-                 f"{time.perf_counter() - t0:.1f} s); {self.root} holds {len(held)} ({human_bytes(total)}){note}")
+        self.log(f"checkpoint {folder.name} sealed ({human_size(size)}, written in the background in "
+                 f"{time.perf_counter() - t0:.1f} s); {self.root} holds {len(held)} ({human_size(total)}){note}")
         return {"step": step, "bytes": size, "seal_s": time.perf_counter() - t0}
 
     def _retain(self) -> list[str]:
@@ -185,8 +179,9 @@ class Checkpointer:
             return
         except Exception as exc:  # noqa: BLE001
             self.pending = None
-            raise RdmxError(f"the checkpoint of step {step} could not be written ({exc}); the previous checkpoint "
-                            f"in {self.root} is intact") from None
+            why = "the disk is full there" if disk_full(exc) else str(exc)
+            raise RdmxError(f"the checkpoint of step {step} could not be written in {self.root} ({why}); the previous "
+                            f"checkpoint is intact") from None
         self.pending = None
         self.last.update(result)
 
@@ -217,20 +212,3 @@ def prune_optimizer(folder: Path) -> None:
     manifest["pruned"] = True
     write_sealed_json(folder / MANIFEST, manifest)
     shutil.rmtree(folder / "optim", ignore_errors=True)
-
-
-def state_bytes(state: dict[str, Any]) -> int:
-    """Bytes of the tensors (this rank's shards) in a nested state dict."""
-    total = 0
-    stack = [state]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, dict):
-            stack.extend(x.values())
-        elif isinstance(x, (list, tuple)):
-            stack.extend(x)
-        elif torch.is_tensor(x):
-            t = x.to_local() if hasattr(x, "to_local") else x
-            total += t.numel() * t.element_size()
-    return total
-

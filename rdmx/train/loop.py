@@ -101,6 +101,7 @@ class Trainer:
         self.phase = None  # a phase(name) context factory for benchmarks (rdmx.train.gradcache.PHASES, update, balancer)
         self.cache_mode = "image"  # where phase 3 caches the loss gradient (benchmarks compare "features")
         self.streak = 0  # consecutive skipped steps
+        self.last_skip = None  # (step, result) of the last skipped step: its cause is diagnosed at the end
         self._checkpointer: Checkpointer | None = None
         self._t0 = self._saved_at = time.perf_counter()
 
@@ -458,6 +459,7 @@ class Trainer:
             if not finite:
                 self.state.skipped += 1
                 self.streak += 1
+                self.last_skip = (step, res)
                 self.optimizer.zero_grad(set_to_none=True)
                 gnorm = float("nan")
                 if t.max_consecutive_skips and self.streak >= t.max_consecutive_skips:
@@ -486,6 +488,18 @@ class Trainer:
         return row
 
     # -- the loop ----------------------------------------------------------------------------
+    def trained(self) -> bool:
+        """Whether the run trained: at most ``train.max_skipped_fraction`` of its steps skipped."""
+        t = self.recipe.train
+        return self.state.skipped <= t.max_skipped_fraction * max(t.steps, 1)
+
+    def untrained_message(self) -> str:
+        t = self.recipe.train
+        cause = self.diagnose_nonfinite(*self.last_skip) if self.last_skip is not None else "cause unknown (resumed)"
+        return (f"the run skipped {self.state.skipped} of its {t.steps} steps for a non-finite loss or gradient "
+                f"(more than train.max_skipped_fraction = {t.max_skipped_fraction}): it did not train; {cause}. Its "
+                f"summary says trained = false")
+
     def checkpoint_due(self, done: int) -> bool:
         """``train.checkpoint_every`` steps, or ``train.checkpoint_minutes`` of training, since the last one."""
         t = self.recipe.train
@@ -581,6 +595,7 @@ class Trainer:
             "world_size": self.dist.world,
             "sharded": self.sharded,
             "skipped_steps": self.state.skipped,
+            "trained": self.trained(),
             "roles": dict(self.c.roles),
             "floors": self.floors,
             "wall_time_s": round(wall, 2),

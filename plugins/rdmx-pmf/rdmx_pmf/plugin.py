@@ -18,7 +18,8 @@ class PMFConfig(ComponentConfig):
     preset: ClassVar[str] = "pmf-h"
     weights: str = Field("pretrained", description='"pretrained" (the released checkpoint, from the local '
                          'Hugging Face cache), "random", or a weights file (safetensors or torch)')
-    allow_pickle: bool = Field(False, description="read a trusted torch file with a full unpickle "
+    allow_pickle: bool = Field(False, json_schema_extra={"runs_code": True},
+                               description="read a trusted torch file with a full unpickle "
                                "(weights_only=False) when it holds non-tensor objects")
     seed: int = Field(0, description="initialisation seed when weights = 'random'")
     tiny: bool = Field(False, description="the same code at depth 2, width 64 (CPU tests); implies random weights")

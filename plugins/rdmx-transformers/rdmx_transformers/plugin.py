@@ -28,7 +28,8 @@ class RadioConfig(PresetConfig):
     """C-RADIOv3-L summary token. RADIO's model code lives in its Hub repo: opt in with
     ``trust_remote_code = true``. Random weights need that code in the local cache; no tiny model."""
 
-    trust_remote_code: bool = Field(False, description="allow running the repo's model code (required)")
+    trust_remote_code: bool = Field(False, json_schema_extra={"runs_code": True},
+                                    description="allow running the repo's model code (required)")
 
 
 @hookimpl
