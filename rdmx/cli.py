@@ -60,8 +60,10 @@ def list_cmd(
     kind: Annotated[Optional[str], typer.Argument(help=f"one of: {', '.join(KINDS)} (none: a count of each)")] = None,
     pattern: Annotated[str, typer.Argument(help="glob filter on names, e.g. 'toy-*'")] = "*",
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    options: Annotated[bool, typer.Option("--options", help="every config option of each component: type, "
+                                          "default, description")] = False,
 ) -> None:
-    """List registered components of one kind."""
+    """List registered components of one kind (``--options``: what each one's recipe block takes)."""
     from rdmx.errors import close_matches
     from rdmx.plugins import get_plugins
 
@@ -78,6 +80,7 @@ def list_cmd(
         for info in problems:
             word = "failed (registers nothing)" if info.status == "failed" else "warning"
             typer.echo(f"plugin {info.summary().replace(': ', f' {word}: ', 1)}", err=info.status == "failed")
+        _slow_plugins(plugins)
         if problems:
             typer.echo("(`rdmx plugins` lists every plugin; `RDMX_STRICT_PLUGINS=1 rdmx --debug list` shows the "
                        "traceback of the first failure)", err=bool(plugins.failures()))
@@ -96,8 +99,23 @@ def list_cmd(
             row[col] = e.meta_value(col)
         rows.append(row)
     failed = [_problem(i) for i in plugins.failures()]
+    if options:
+        for row, e in zip(rows, entries):
+            row["options"] = config_options(e.config)
     if as_json:
         typer.echo(json.dumps({"kind": kind, "components": rows, "failed_plugins": failed}, indent=2, default=str))
+        return
+    if options:
+        from rich.table import Table
+
+        con = _console()
+        for row in rows:
+            table = Table(title=f"{kind[:-1]} '{row['name']}' ({row['plugin']}): recipe options")
+            for col in ("option", "type", "default", "description"):
+                table.add_column(col, overflow="fold")
+            for opt in row["options"]:
+                table.add_row(opt["name"], opt["type"], opt["default"], opt["description"])
+            con.print(table if row["options"] else f"{kind[:-1]} '{row['name']}' ({row['plugin']}): no options")
         return
     from rich.table import Table
 
@@ -111,6 +129,32 @@ def list_cmd(
     con.print(table)
     for f in failed:
         con.print(f"[red]plugin '{f['plugin']}' ({f['distribution']}) failed[/red]: {f['error']}", markup=True)
+
+
+def _slow_plugins(plugins) -> None:
+    """Name every plugin whose loading took over a second: it slows every rdmx command."""
+    for info in plugins.slow():
+        typer.echo(f"warning: plugin '{info.name}' ({info.distribution}) took {info.load_s:.1f} s to load; a heavy "
+                   f"import at the top of its module (torch backends, models) slows every rdmx command: import it "
+                   f"inside the factory", err=True)
+
+
+def config_options(model) -> list[dict[str, str]]:
+    """A config model's fields: name, type, default and description, as the recipe writes them."""
+    import typing
+
+    out = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        kind = getattr(ann, "__name__", None) if not typing.get_args(ann) else None
+        kind = kind or str(ann).replace("typing.", "")
+        if field.is_required():
+            default = "(required)"
+        else:
+            value = field.get_default(call_default_factory=True)
+            default = json.dumps(value, default=str) if not isinstance(value, str) else json.dumps(value)
+        out.append({"name": name, "type": kind, "default": default, "description": field.description or ""})
+    return out
 
 
 def _problem(info) -> dict:
@@ -144,19 +188,21 @@ def plugins_cmd(
         typer.echo(json.dumps([{
             "name": i.name, "distribution": i.distribution, "version": i.version, "module": i.module,
             "hooks": i.hooks, "status": i.status, "error": i.error, "components": i.components,
+            "load_s": round(i.load_s, 4),
         } for i in infos], indent=2))
         return
     from rich.table import Table
 
     table = Table(title="rdmx plugins")
-    for col in ("plugin", "distribution", "version", "hooks", "status"):
+    for col in ("plugin", "distribution", "version", "hooks", "load s", "status"):
         table.add_column(col, overflow="fold")
     for i in infos:
         color = {"ok": "green", "warning": "yellow"}.get(i.status, "red")
         status = f"[{color}]{i.status}[/{color}]" + (f": {i.error}" if i.error else "")
         hooks = ", ".join(h.removeprefix("rdmx_register_") for h in i.hooks)
-        table.add_row(i.name, i.distribution, i.version, hooks, status)
+        table.add_row(i.name, i.distribution, i.version, hooks, f"{i.load_s:.2f}", status)
     _console().print(table)
+    _slow_plugins(get_plugins())
 
 
 @app.command("show")

@@ -38,6 +38,7 @@ from rdmx.hookspecs import COMMANDS_HOOK, KINDS, PROJECT, RdmxSpec
 from rdmx.registry import Entry, Registry, make_register
 
 ENTRY_POINT_GROUP = "rdmx"
+SLOW_S = float(os.environ.get("RDMX_SLOW_PLUGIN_S", "1.0"))  # a plugin loading longer is named in a warning
 BUILTIN_COMMANDS = ("list", "plugins", "show", "run", "eval", "sample", "ui", "reference", "weights", "ema", "export")
 KNOWN_HOOKS = tuple(f"rdmx_register_{k}" for k in KINDS) + (COMMANDS_HOOK,)
 
@@ -56,6 +57,7 @@ class PluginInfo:
     detail: str = ""  # traceback of a failure
     components: dict[str, list[str]] = field(default_factory=dict)
     builtin: bool = False
+    load_s: float = 0.0  # seconds to import the module and run its hooks
     staged: dict[str, list[Entry]] = field(default_factory=dict, repr=False)
     commands: list[Any] = field(default_factory=list, repr=False)  # typer CommandInfo / TyperInfo
 
@@ -87,6 +89,28 @@ def _strict() -> bool:
     return os.environ.get("RDMX_STRICT_PLUGINS", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def rdmx_requirement_unmet(dist) -> str:
+    """Why a plugin distribution cannot work with the rdmx installed (it requires another
+    version, and was installed without dependency checks), or ''."""
+    if dist is None:
+        return ""
+    try:
+        from packaging.requirements import InvalidRequirement, Requirement
+    except ImportError:  # pragma: no cover - packaging comes with pip
+        return ""
+    for text in dist.requires or []:
+        try:
+            req = Requirement(text)
+        except InvalidRequirement:
+            continue
+        if req.name.lower() != "rdmx" or (req.marker is not None and not req.marker.evaluate({"extra": ""})):
+            continue
+        if req.specifier and not req.specifier.contains(__version__, prereleases=True):
+            return (f"requires rdmx{req.specifier}, but rdmx {__version__} is installed; upgrade rdmx, or install a "
+                    f"version of {dist.name} made for rdmx {__version__}")
+    return ""
+
+
 def command_name(info: Any) -> str:
     """The name typer gives a registered command or group."""
     name = getattr(info, "name", None)
@@ -107,6 +131,7 @@ class Plugins:
         self.registries = {kind: Registry(kind) for kind in KINDS}
         self.infos: list[PluginInfo] = []
         self._clashes: dict[tuple[str, str], list[str]] = {}
+        self._builtin_clashes: dict[tuple[str, str], tuple[str, str]] = {}  # (kind, name) -> (builtin, plugin)
 
     # -- loading -----------------------------------------------------------------------
     def load(self) -> Plugins:
@@ -122,6 +147,11 @@ class Plugins:
                 info.status = "disabled"
                 info.error = "disabled by RDMX_DISABLE_PLUGINS"
                 self.infos.append(info)
+                continue
+            wrong = rdmx_requirement_unmet(ep.dist)
+            if wrong:
+                self.infos.append(info)
+                self._fail(info, wrong)
                 continue
             self._load_one(info, ep.load)
         self._commit()
@@ -144,6 +174,19 @@ class Plugins:
                               f"(RDMX_STRICT_PLUGINS makes this an error)")
 
     def _load_one(self, info: PluginInfo, loader) -> None:
+        import time
+
+        t0 = time.perf_counter()
+        try:
+            self._load_module(info, loader)
+        finally:
+            info.load_s = time.perf_counter() - t0
+
+    def slow(self, threshold: float = SLOW_S) -> list[PluginInfo]:
+        """Plugins whose import and registration took longer than ``threshold`` seconds."""
+        return [i for i in self.infos if i.load_s > threshold and not i.builtin]
+
+    def _load_module(self, info: PluginInfo, loader) -> None:
         self.infos.append(info)
         try:
             module = loader()
@@ -263,6 +306,7 @@ class Plugins:
             if builtins:
                 for o in owners:
                     if not o.builtin:
+                        self._builtin_clashes[(kind, name)] = (builtins[0].name, o.owner)
                         rejected.setdefault(id(o), []).append(
                             f"{noun} name '{name}' belongs to rdmx's builtin plugin '{builtins[0].name}'; builtins "
                             f"keep their names, so plugin '{o.owner}' registers nothing (rename its {noun})")
@@ -294,6 +338,12 @@ class Plugins:
     def get(self, kind: str, name: str, where: str = "") -> Entry:
         """The entry of ``name``; an unknown name's error lists the plugins that failed to load."""
         loc = f"{where}: " if where else ""
+        taken = self._builtin_clashes.get((kind, name))
+        if taken:  # the recipe may mean the plugin's: never train the builtin in its place without a word
+            raise PluginError(
+                f"{loc}{kind[:-1]} name '{name}' is rdmx's builtin ({taken[0]}) and also plugin '{taken[1]}'s, which "
+                f"was refused for it: rename the plugin's {kind[:-1]}, or disable the plugin (RDMX_DISABLE_PLUGINS="
+                f"{taken[1]}) to use the builtin")
         clash = self._clashes.get((kind, name))
         if clash:
             raise PluginError(

@@ -314,7 +314,7 @@ COMPONENT_BLOCKS: tuple[tuple[str, str], ...] = (
     ("estimator", "estimators"),
     ("balancer", "balancers"),
 )
-_RESERVED = {"name", "role", "label", "weights_dtype", "backend", "run_name"}
+from rdmx.registry import RESERVED_FIELDS as _RESERVED  # noqa: E402 - one list of the reserved keys
 # settings that change how a run is observed or stored, never its results (kept out of the fingerprint)
 NOT_IN_FINGERPRINT = ("train.checkpoint_every", "train.log_every", "train.sample_every",
                       "train.max_consecutive_skips", "train.keep_checkpoints", "reference.workers",

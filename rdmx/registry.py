@@ -199,6 +199,10 @@ class Registry:
         return len(self._entries)
 
 
+# keys of a recipe's component block that rdmx itself reads (a component config may not declare them)
+RESERVED_FIELDS = frozenset({"name", "role", "label", "weights_dtype", "backend", "run_name"})
+
+
 def make_register(registry: Registry | str, plugin: str, version: str, staged: list[Entry]):
     """The ``register`` callback handed to one plugin's hook for one kind.
 
@@ -224,6 +228,10 @@ def make_register(registry: Registry | str, plugin: str, version: str, staged: l
             raise PluginError(f"plugin {plugin}: {noun} '{name}' description must be a string")
         if any(e.name == name for e in staged):
             raise PluginError(f"plugin {plugin}: registers the {noun} name '{name}' twice")
+        taken = sorted(set(config.model_fields) & RESERVED_FIELDS)
+        if taken:
+            raise PluginError(f"plugin {plugin}: {noun} '{name}' config field(s) {', '.join(taken)} are reserved: the "
+                              f"recipe's own block uses {', '.join(sorted(RESERVED_FIELDS))}; rename them")
         typed = validate_meta(kind, name, plugin, meta)
         staged.append(Entry(kind, name, factory, config, description.strip(), plugin, version, typed))
 

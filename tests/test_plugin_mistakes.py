@@ -35,6 +35,12 @@ def env(plugin_site):
 
 
 @pytest.fixture
+def quick_env(plugin_site):
+    """The fixture plugins without the one that claims the builtin toy-conv (the quickstart uses it)."""
+    return {**plugin_site, "RDMX_DISABLE_PLUGINS": "rdmx-clash-builtin"}
+
+
+@pytest.fixture
 def report(env):
     out = rdmx("plugins", "--json", env=env)
     assert out.returncode == 0, out.stderr
@@ -99,16 +105,20 @@ def test_builtin_names_stay_builtin(report, env):
     owners = {c["name"]: c["plugin"] for c in listed["components"]}
     assert owners["toy-conv"] == "builtin.toys"
     assert "clash-builtin-own" not in owners  # all or nothing
-    assert rdmx("show", str(QUICK), env=env).returncode == 0  # toy-conv still works for everyone
+    # a recipe naming it is refused naming both packages: it may mean the plugin's, never the builtin silently
+    out = rdmx("show", str(QUICK), env=env)
+    assert out.returncode == 2 and "encoder name 'toy-conv' is rdmx's builtin (builtin.toys) and also plugin " \
+        "'rdmx-clash-builtin's" in out.stderr and "RDMX_DISABLE_PLUGINS=rdmx-clash-builtin" in out.stderr
+    assert rdmx("show", str(QUICK), env={**env, "RDMX_DISABLE_PLUGINS": "rdmx-clash-builtin"}).returncode == 0
 
 
-def test_unknown_name_lists_the_plugins_that_failed(env):
-    out = rdmx("show", str(QUICK), "--set", "battery.encoders[2].name=ep-package-enc", env=env)
+def test_unknown_name_lists_the_plugins_that_failed(quick_env):
+    out = rdmx("show", str(QUICK), "--set", "battery.encoders[2].name=ep-package-enc", env=quick_env)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     err = out.stderr
     assert "battery.encoders[2].name: unknown encoder 'ep-package-enc'" in err
     assert "failed to load" in err and "'ep_package' (rdmx-ep-package 0.0.1)" in err and "names the package" in err
-    plain = rdmx("list", env=env)
+    plain = rdmx("list", env=quick_env)
     assert "broken_import" in plain.stderr and "failed" in plain.stderr
 
 
@@ -118,16 +128,16 @@ def test_unknown_name_lists_the_plugins_that_failed(env):
     ("fault-spec-dim", "registered dim=128 but the built encoder's spec says dim=96"),
     ("fault-dim", "returned features of shape (2, 96) for 2 samples; its spec (and registration) say dim=128"),
 ])
-def test_build_faults_name_label_and_plugin(env, tmp_path, encoder, message):
+def test_build_faults_name_label_and_plugin(quick_env, tmp_path, encoder, message):
     block = f'battery.encoders[2]={{ name = "{encoder}", label = "mine" }}'
-    out = rdmx("run", str(QUICK), "--dry-run", "--set", block, env=env, cwd=tmp_path)
+    out = rdmx("run", str(QUICK), "--dry-run", "--set", block, env=quick_env, cwd=tmp_path)
     assert out.returncode == 2, out.stdout + out.stderr
     assert message in out.stderr, out.stderr
     assert "'mine'" in out.stderr and f"{encoder}" in out.stderr and "rdmx-faulty" in out.stderr
     assert "Traceback" not in out.stderr
 
 
-def test_contract_check_by_name_reports_dim_mismatches(env):
+def test_contract_check_by_name_reports_dim_mismatches(quick_env):
     code = ("from rdmx.testing import check_encoder_contract\n"
             "for name in ('fault-dim', 'fault-spec-dim', 'fault-nan', 'fault-nan-grad'):\n"
             "    try:\n"
@@ -135,7 +145,7 @@ def test_contract_check_by_name_reports_dim_mismatches(env):
             "    except AssertionError as exc:\n"
             "        print(name, '|', exc)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         env={**__import__("os").environ, **env})
+                         env={**__import__("os").environ, **quick_env})
     lines = dict(line.split(" | ", 1) for line in out.stdout.strip().splitlines())
     assert "shape: features of 3 images have shape (3, 96), expected (3, 128)" in lines["fault-dim"]
     assert "registered dim=128" in lines["fault-spec-dim"]
@@ -144,21 +154,21 @@ def test_contract_check_by_name_reports_dim_mismatches(env):
     assert all("plugin rdmx-faulty" in v for v in lines.values())
 
 
-def test_non_finite_real_features_name_the_encoder(env, tmp_path):
+def test_non_finite_real_features_name_the_encoder(quick_env, tmp_path):
     out = rdmx("run", str(QUICK), *_sets(*TINY, 'battery.encoders[2]={ name = "fault-nan", label = "nanny" }',
                                          f"reference.cache_dir={json.dumps(str(tmp_path / 'cache'))}"),
-               "--out", str(tmp_path / "run"), "--no-progress", env=env, cwd=tmp_path)
+               "--out", str(tmp_path / "run"), "--no-progress", env=quick_env, cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "encoder 'nanny' (fault-nan, plugin rdmx-faulty) returned non-finite features" in out.stderr
 
 
-def test_nan_only_under_gradients_stops_the_run(env, tmp_path):
+def test_nan_only_under_gradients_stops_the_run(quick_env, tmp_path):
     """Forward finite, gradient NaN: every step would be skipped; the run stops after K of them."""
     out = rdmx("run", str(QUICK), *_sets(*TINY, "train.max_consecutive_skips=3",
                                          'battery.encoders=[{ name = "fault-nan-grad", label = "ng" }]',
                                          "joint.kind=marginal",
                                          f"reference.cache_dir={json.dumps(str(tmp_path / 'cache'))}"),
-               "--out", str(tmp_path / "run"), "--no-progress", env=env, cwd=tmp_path)
+               "--out", str(tmp_path / "run"), "--no-progress", env=quick_env, cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     err = out.stderr
     assert "training stopped at step 3: 3 consecutive steps had a non-finite loss or gradient" in err
@@ -166,14 +176,14 @@ def test_nan_only_under_gradients_stops_the_run(env, tmp_path):
     assert not (tmp_path / "run" / "summary.json").exists()
 
 
-def test_plugin_options_are_strict_but_set_still_works(env):
+def test_plugin_options_are_strict_but_set_still_works(quick_env):
     for bad in ('battery.encoders[2]={ name = "fault-raise", width = "8" }',
                 'battery.encoders[2]={ name = "fault-raise", width = 8.0 }',
                 'battery.encoders[2]={ name = "fault-raise", width = true }'):
-        out = rdmx("show", str(QUICK), "--set", bad, env=env)
+        out = rdmx("show", str(QUICK), "--set", bad, env=quick_env)
         assert out.returncode == 2 and "battery.encoders[2].width: Input should be a valid integer" in out.stderr
     ok = rdmx("show", str(QUICK), "--set", 'battery.encoders[2]={ name = "fault-raise", width = 8 }',
-              "--set", "battery.encoders[2].width=16", env=env)
+              "--set", "battery.encoders[2].width=16", env=quick_env)
     assert ok.returncode == 0 and "width = 16" in ok.stdout
 
 
