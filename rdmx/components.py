@@ -88,6 +88,7 @@ def build_checked(entry: Entry, config: BaseModel | dict | None, *args: Any, lab
             raise PluginError(f"{prefix}{who}: " + "; ".join(problems))
         obj.rdmx_label = label or entry.name
         obj.rdmx_origin = f"{entry.name}, plugin {entry.plugin}"
+        obj.rdmx_contract_skip = tuple(entry.meta_value("contract_skip") or ())
     return obj
 
 

@@ -126,6 +126,9 @@ class EncoderMeta(WeightsMeta):
     modality: Literal["image", "text", "vector"] = Field("image", description="what it encodes")
     context_length: int | None = Field(None, ge=1, description="token context length (text encoders)")
     remote_code: bool = Field(False, description="runs model code from its hub repository (opt in per recipe)")
+    contract_skip: tuple[Literal["deterministic", "batch_independent"], ...] = Field(
+        (), description="behavioural rules it breaks on purpose (a stochastic encoder: 'deterministic'); every other "
+        "rule of the contract is checked before each run (rdmx.testing.contract)")
 
 
 class GeneratorMeta(WeightsMeta):

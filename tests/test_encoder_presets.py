@@ -82,5 +82,5 @@ class _Leaky(Encoder):
 
 
 def test_contract_check_catches_batch_dependence():
-    with pytest.raises(AssertionError, match="batch-size dependence"):
+    with pytest.raises(AssertionError, match="batch-independent"):
         check_encoder_contract(_Leaky(), batch=3, size=8)

@@ -43,11 +43,11 @@ def test_a_correct_encoder_passes():
 
 
 @pytest.mark.parametrize(("fault", "rule", "detail"), [
-    ("trainable", "frozen", "parameters that require grad: lin.weight"),
+    ("trainable", "frozen", "parameters require grad, e.g. lin.weight"),
     ("training", "frozen", "modules in training mode: lin"),
-    ("random", "determinism", "the same batch twice differs"),
-    ("detached", "gradient", "the gradient at the input images is none"),
-    ("batch", "batch-size dependence", "relative error"),
+    ("random", "deterministic", "the same images twice give features differing"),
+    ("detached", "differentiable", "the gradient at the input images is none"),
+    ("batch", "batch-independent", "differ by a relative"),
 ])
 def test_each_rule_has_a_readable_message(fault, rule, detail):
     with pytest.raises(ContractError) as exc:

@@ -529,7 +529,11 @@ class Trainer:
         # resume (model, optimiser, balancer, RNG, step, history) from the given or the newest checkpoint
         self.streak = 0
         start = self.resume(checkpoint, allowed=resume)
-        # frozen references, floors and evaluation banks (cached by fingerprint)
+        # the encoders' behavioural contract on a few generated images (rdmx.testing.contract), then
+        # the frozen references, floors and evaluation banks (cached by fingerprint)
+        from rdmx.train.build import check_behaviour
+
+        check_behaviour(self.c)
         with self.out_of_memory("the reference build", "reference.batch_size", r.reference.batch_size):
             self.prepare_references()
         if start == 0:
