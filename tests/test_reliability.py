@@ -212,3 +212,28 @@ def test_a_feature_folder_copied_over_another_is_extracted_again(tmp_path, capsy
     (again,) = extract_features({"b": b}, data, **kw).values()
     assert "holds the features of encoder" in capsys.readouterr().err
     assert torch.equal(FeatureSet.open(again).load_all()[0], want)
+
+
+def test_an_encoder_whose_code_changed_is_not_served_its_old_features(tmp_path, capsys):
+    """The edit loop of a plugin author: the encoder's code changes, its fingerprint does not; the
+    cached features are spot-checked before reuse and extracted again, with the reason."""
+    from torch.utils.data import TensorDataset
+
+    from rdmx.reference.extract import FeatureSet, extract_features
+    from rdmx.testing import tiny_conv
+
+    data = TensorDataset(torch.rand(9, 3, 12, 12), torch.zeros(9, dtype=torch.long))
+    kw = {"cache_dir": tmp_path, "data_fingerprint": "d", "split": "train", "progress": False}
+    enc = tiny_conv(0, 6, width=4)
+    (d,) = extract_features({"mine": enc}, data, **kw).values()
+    extract_features({"mine": enc}, data, **kw)  # unchanged code: reused, nothing said
+    assert "differ from what its code computes now" not in capsys.readouterr().err
+    with torch.no_grad():
+        for p in enc.parameters():
+            p.mul_(-1.5)  # "edited" code, same fingerprint
+    (again,) = extract_features({"mine": enc}, data, **kw).values()
+    err = capsys.readouterr().err
+    assert again == d and "differ from what its code computes now" in err and "bump EncoderSpec.preset_version" in err
+    with torch.no_grad():
+        want = enc(torch.stack([data[i][0] for i in range(9)]))
+    assert torch.allclose(FeatureSet.open(d).load_all()[0], want, rtol=1e-5, atol=1e-6)

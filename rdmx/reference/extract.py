@@ -195,6 +195,45 @@ def _prepare(directory: Path, base: dict[str, Any], who: str = "") -> dict[str, 
     return manifest
 
 
+SPOT_ROWS = 4  # cached rows re-encoded before a cache is reused
+SPOT_RTOL = 0.05  # relative to the feature norm: loose for bf16 encoders, far below any code change
+
+
+def _stale(directory: Path, encoder, dataset, who: str, rank: int) -> bool:
+    """Whether the first cached rows differ from what the encoder computes now (its code changed
+    without a new fingerprint); rank 0 then removes the cache, with a warning saying so."""
+    rows = min(SPOT_ROWS, len(dataset))
+    try:
+        cached = FeatureSet.open(directory).shard(0)[0][:rows]
+    except (RdmxError, OSError):
+        return False  # a damaged cache is repaired elsewhere (repair_features)
+    images = torch.stack([torch.as_tensor(dataset[i][0]) for i in range(rows)]).to(_encoder_device(encoder))
+    encoder.rdmx_spot_check = True  # an encoder (e.g. a test's counter) can tell this from extraction
+    try:
+        with torch.inference_mode():
+            now = encoder(images).float().cpu()
+    finally:
+        encoder.rdmx_spot_check = False
+    if now.shape != cached.shape:
+        err = float("inf")
+    else:
+        err = ((now - cached).norm(dim=1) / cached.norm(dim=1).clamp_min(1e-6)).max().item()
+    if err <= SPOT_RTOL:
+        return False
+    if rank == 0:
+        from rdmx.console import warn
+
+        warn(f"{describe_encoder(who, encoder)}: its cached features in {directory} differ from what its code "
+             f"computes now (relative {err:.3g} on the first {rows} rows): its code changed without a new "
+             f"fingerprint (bump EncoderSpec.preset_version when you change an encoder's features); they are "
+             f"extracted again")
+        for p in directory.glob("shard-*.safetensors"):
+            p.unlink()
+        (directory / MANIFEST).unlink(missing_ok=True)
+    _barrier()
+    return True
+
+
 def _shard_header(path: Path) -> dict[str, str]:
     from safetensors import safe_open
 
@@ -308,6 +347,9 @@ def extract_features(
         return bool(m.get("complete")) and own
 
     todo = {d: enc for d, enc in unique.items() if not complete(d)}
+    for d, enc in unique.items():  # cached features the encoder's code no longer computes: extracted again
+        if d not in todo and _stale(d, enc, dataset, names[d], rank):
+            todo[d] = enc
     if not todo:
         return dirs
     if rank == 0:

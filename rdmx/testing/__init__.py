@@ -64,11 +64,15 @@ def tiny_conv(seed: int, dim: int, width: int):
             with torch.no_grad():
                 for p in self.parameters():
                     p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-            self.rows_seen = 0
+            self.rows_seen = 0  # rows extracted
+            self.rows_checked = 0  # rows re-encoded by the cache's spot check (rdmx.reference.extract)
             self.freeze()
 
         def features(self, x):
-            self.rows_seen += x.shape[0]
+            if getattr(self, "rdmx_spot_check", False):
+                self.rows_checked += x.shape[0]
+            else:
+                self.rows_seen += x.shape[0]
             return self.head(torch.relu(self.conv(x)).mean((2, 3)))
 
     return TinyConv()
