@@ -582,12 +582,30 @@ def ui_cmd(
     raise typer.Exit(0 if code in (0, -signal.SIGTERM) else code)
 
 
+new_app = typer.Typer(help="Start a plugin package from rdmx's template.", no_args_is_help=True)
+
+
+@new_app.command("plugin")
+def new_plugin_cmd(
+    kind: Annotated[str, typer.Argument(help="what it registers: encoder")],
+    name: Annotated[str, typer.Argument(help="the component's name (what recipes write), e.g. my-encoder")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="folder (default: rdmx-NAME)")] = None,
+) -> None:
+    """A plugin package whose tests and dry run pass as written: pip install -e it, then fill it in."""
+    from rdmx.scaffold import new_plugin
+
+    files = new_plugin(kind, name, out)
+    root = files[0].parent
+    typer.echo(f"{len(files)} files in {root}: pip install -e {root} && python -m pytest {root / 'tests'}")
+
+
 def _mount_subcommands() -> None:
     from rdmx.cli_reference import app as reference_app
     from rdmx.cli_weights import app as weights_app
 
     app.add_typer(reference_app, name="reference", help="Build frozen reference bundles, floors and banks.")
     app.add_typer(weights_app, name="weights", help="Pretrained weights of encoders and generators.")
+    app.add_typer(new_app, name="new", help="Start a plugin package from rdmx's template.")
 
 
 _mount_subcommands()

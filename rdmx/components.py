@@ -59,6 +59,10 @@ def encoder_registration_problems(entry: Entry, config: BaseModel, encoder: Any)
         if declared is not None and declared != built:
             problems.append(f"registered {key}={declared!r} but the built encoder's spec says {key}={built!r} "
                             f"(fix the register() call, or declare {key} as a function of the config)")
+    family = entry.meta_value("family")
+    if family and family != spec.family:  # one fact, declared in two places: they must agree
+        problems.append(f"registered family={family!r} but its EncoderSpec says family={spec.family!r} (declare it "
+                        "once: register(family=...) and EncoderSpec(family=...) must be the same)")
     return problems
 
 

@@ -39,7 +39,8 @@ from rdmx.registry import Entry, Registry, make_register
 
 ENTRY_POINT_GROUP = "rdmx"
 SLOW_S = float(os.environ.get("RDMX_SLOW_PLUGIN_S", "1.0"))  # a plugin loading longer is named in a warning
-BUILTIN_COMMANDS = ("list", "plugins", "show", "run", "eval", "sample", "ui", "reference", "weights", "ema", "export")
+BUILTIN_COMMANDS = ("list", "plugins", "show", "run", "eval", "sample", "ui", "reference", "weights", "ema", "export",
+                    "new")
 KNOWN_HOOKS = tuple(f"rdmx_register_{k}" for k in KINDS) + (COMMANDS_HOOK,)
 
 
@@ -272,6 +273,13 @@ class Plugins:
             staged: list[Entry] = []
             caller(register=make_register(kind, info.owner, info.version, staged))
             info.staged[kind] = staged
+            if kind == "encoders":
+                blind = [e.name for e in staged if e.meta.modality == "image"
+                         and (e.meta.dim is None or e.meta.resolution is None)]
+                if blind:
+                    self._warn(info, f"image encoder(s) {', '.join(blind)} register no dim or resolution, so rdmx "
+                                     f"cannot check the built spec against them: declare both (numbers, or functions "
+                                     f"of the config)")
         if COMMANDS_HOOK in info.hooks:
             import typer
 

@@ -89,3 +89,63 @@ def test_every_option_is_on_display():
     assert opts["seed"]["description"].startswith("a random seed")
     table = rdmx("list", "encoders", "toy-conv", "--options")
     assert "encoder 'toy-conv' (builtin.toys): recipe options" in table.stdout
+
+
+TWICE = '''
+import torch
+from rdmx import hookimpl
+from rdmx.represent.encoder import Encoder, EncoderSpec
+
+
+class Enc(Encoder):
+    def __init__(self, config=None):
+        super().__init__(EncoderSpec("twice", "family-in-the-spec", "none", dim=4, resolution=8, dtype="float32",
+                                     mean=(0.0,), std=(1.0,)))
+        self.lin = torch.nn.Linear(1, 4)
+        self.freeze()
+
+    def features(self, x):
+        return self.lin(x.mean(dim=(2, 3)))
+
+
+def build(config):
+    return Enc()
+
+
+@hookimpl
+def rdmx_register_encoders(register):
+    register("twice-family", "rdmx_twice.plugin:build", dim=4, resolution=8, family="family-in-register")
+    register("no-dim", "rdmx_twice.plugin:build", resolution=8)
+'''
+
+
+def test_metadata_declared_twice_must_agree_and_strict_mode_wants_dim(tmp_path):
+    pkg = tmp_path / "src" / "rdmx_twice"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "plugin.py").write_text(TWICE)
+    from rdmx.plugins import Plugins
+    import importlib
+
+    # the module registered as a plugin in-process, as an installed entry point would be
+    sys.path.insert(0, str(tmp_path / "src"))
+    try:
+        module = importlib.import_module("rdmx_twice.plugin")
+        plugins = Plugins(strict=False)
+        from rdmx.plugins import PluginInfo
+
+        info = PluginInfo("twice", "rdmx-twice", "0.0.1", "rdmx_twice.plugin")
+        plugins._load_one(info, lambda: module)
+        assert info.status == "warning" and "no-dim register no dim or resolution" in info.error
+        plugins._commit()
+        from rdmx.components import build_checked
+        from rdmx.errors import PluginError
+
+        with pytest.raises(PluginError, match=r"registered family='family-in-register' but its EncoderSpec says "
+                                              r"family='family-in-the-spec'"):
+            build_checked(plugins.get("encoders", "twice-family"), None)
+        strict = Plugins(strict=True)
+        with pytest.raises(PluginError, match="RDMX_STRICT_PLUGINS makes this an error"):
+            strict._load_one(PluginInfo("twice", "rdmx-twice", "0.0.1", "rdmx_twice.plugin"), lambda: module)
+    finally:
+        sys.path.remove(str(tmp_path / "src"))

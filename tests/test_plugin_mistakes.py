@@ -150,7 +150,8 @@ def test_contract_check_by_name_reports_dim_mismatches(quick_env):
     assert "shape: features of 3 images have shape (3, 96), expected (3, 128)" in lines["fault-dim"]
     assert "registered dim=128" in lines["fault-spec-dim"]
     assert "finite: " in lines["fault-nan"] and "NaN or infinite" in lines["fault-nan"]
-    assert "gradient: the gradient at the input images is non-finite" in lines["fault-nan-grad"]
+    assert "differentiable: the gradient at the input images is non-finite" in lines["fault-nan-grad"]
+    assert "add an epsilon" in lines["fault-nan-grad"]
     assert all("plugin rdmx-faulty" in v for v in lines.values())
 
 
@@ -159,11 +160,14 @@ def test_non_finite_real_features_name_the_encoder(quick_env, tmp_path):
                                          f"reference.cache_dir={json.dumps(str(tmp_path / 'cache'))}"),
                "--out", str(tmp_path / "run"), "--no-progress", env=quick_env, cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "encoder 'nanny' (fault-nan, plugin rdmx-faulty) returned non-finite features" in out.stderr
+    # caught by the behavioural contract on generated images, before any real feature is extracted
+    assert "encoder 'nanny' (fault-nan, plugin rdmx-faulty): finite: 36 of 36 feature values are NaN" in out.stderr
+    assert not (tmp_path / "cache").exists()
 
 
 def test_nan_only_under_gradients_stops_the_run(quick_env, tmp_path):
-    """Forward finite, gradient NaN: every step would be skipped; the run stops after K of them."""
+    """Forward finite, gradient NaN: every step would be skipped; the behavioural contract stops the
+    run before its first step."""
     out = rdmx("run", str(QUICK), *_sets(*TINY, "train.max_consecutive_skips=3",
                                          'battery.encoders=[{ name = "fault-nan-grad", label = "ng" }]',
                                          "joint.kind=marginal",
@@ -171,9 +175,10 @@ def test_nan_only_under_gradients_stops_the_run(quick_env, tmp_path):
                "--out", str(tmp_path / "run"), "--no-progress", env=quick_env, cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     err = out.stderr
-    assert "training stopped at step 3: 3 consecutive steps had a non-finite loss or gradient" in err
-    assert "encoder 'ng' (fault-nan-grad, plugin rdmx-faulty) returns finite features but non-finite gradients" in err
-    assert not (tmp_path / "run" / "summary.json").exists()
+    assert "checked before any training" in err
+    assert "encoder 'ng' (fault-nan-grad, plugin rdmx-faulty): differentiable: the gradient at the input images is " \
+           "non-finite" in err
+    assert not (tmp_path / "run" / "summary.json").exists() and not (tmp_path / "cache").exists()
 
 
 def test_plugin_options_are_strict_but_set_still_works(quick_env):

@@ -72,10 +72,11 @@ FIXES = {
 class Problem:
     rule: str
     detail: str
+    hint: str = ""  # the likely fix when it is not the rule's usual one
 
     @property
     def fix(self) -> str:
-        return FIXES.get(self.rule, "")
+        return self.hint or FIXES.get(self.rule, "")
 
 
 def contract_problems(encoder: Any, x: Any, *, rtol: float = 3e-2, skip: tuple[str, ...] = ()) -> list[Problem]:
@@ -121,7 +122,9 @@ def contract_problems(encoder: Any, x: Any, *, rtol: float = 3e-2, skip: tuple[s
     if g is None or not torch.isfinite(g).all() or g.abs().sum() == 0:
         state = ("none: the features are detached from the images" if g is None else
                  "non-finite" if not torch.isfinite(g).all() else "all zero")
-        problems.append(Problem("differentiable", f"the gradient at the input images is {state}"))
+        hint = ("a square root, norm or division at zero gives NaN gradients: add an epsilon"
+                if g is not None and not torch.isfinite(g).all() else "")
+        problems.append(Problem("differentiable", f"the gradient at the input images is {state}", hint))
     with torch.no_grad():
         again = encoder(x.detach())
         if "deterministic" not in skip and not torch.equal(f.detach(), again):
