@@ -20,6 +20,20 @@ def rdmx(*args: str, env: dict[str, str] | None = None, cwd: str | Path | None =
 
 
 
+def killed_after_checkpoint(at: int):
+    """A Trainer that is killed (KeyboardInterrupt) right after its checkpoint of step ``at``."""
+    from rdmx.train.loop import Trainer
+
+    class Killed(Trainer):
+        def checkpoint(self, step, **kw):
+            path = super().checkpoint(step, **kw)
+            if step == at:
+                raise KeyboardInterrupt
+            return path
+
+    return Killed
+
+
 def free_port() -> str:
     import socket
 

@@ -97,7 +97,7 @@ CASES = [
     ("batch-stat", "batch-independent: an image's features alone and in a batch of", "statistics of the batch"),
     ("detach", "differentiable: the gradient at the input images is none", "no torch.no_grad(), .detach()"),
     ("dropout", "deterministic: the same images twice give features differing by up to", "switch off dropout"),
-    ("constant", "not-constant: 2 different images give the same features", "do not depend on the image"),
+    ("constant", "not-constant: 3 different images give the same features", "do not depend on the image"),
 ]
 
 

@@ -22,6 +22,7 @@ from rdmx.train.ema import (
     step_masses,
 )
 from rdmx.train.loop import Trainer
+from tests.helpers import killed_after_checkpoint
 from tests.test_engine import QUICK, tiny
 
 
@@ -119,15 +120,8 @@ def test_a_resumed_run_has_the_uninterrupted_runs_ema_bit_for_bit(tmp_path):
     summary = straight.run(resume=False)
     assert "eval_ema/sw_rK_heldout" in summary["final"] and "eval/sw_rK_heldout" in summary["final"]
 
-    class Killed(Trainer):
-        def checkpoint(self, step, **kw):
-            path = super().checkpoint(step, **kw)
-            if step == 2:
-                raise KeyboardInterrupt
-            return path
-
     with pytest.raises(KeyboardInterrupt):
-        Killed(r, tmp_path / "b", progress=False).run(resume=False)
+        killed_after_checkpoint(2)(r, tmp_path / "b", progress=False).run(resume=False)
     resumed = Trainer(r, tmp_path / "b", progress=False)
     resumed.run(resume=True)
     assert resumed.ema.updates == straight.ema.updates == 5

@@ -10,7 +10,7 @@ import torch
 
 from rdmx.recipe import load_recipe
 from rdmx.train.loop import Trainer
-from tests.helpers import ROOT, rdmx
+from tests.helpers import ROOT, killed_after_checkpoint, rdmx
 
 QUICK = ROOT / "recipes" / "quickstart.toml"
 TINY = [
@@ -68,15 +68,8 @@ def test_same_seed_same_result_and_killed_run_resumes_identically(tmp_path):
     straight = Trainer(r, tmp_path / "a", progress=False)
     straight.run(resume=False)
 
-    class Killed(Trainer):
-        def checkpoint(self, step, **kw):
-            path = super().checkpoint(step, **kw)
-            if step == 2:
-                raise KeyboardInterrupt
-            return path
-
     with pytest.raises(KeyboardInterrupt):
-        Killed(r, tmp_path / "b", progress=False).run(resume=False)
+        killed_after_checkpoint(2)(r, tmp_path / "b", progress=False).run(resume=False)
     resumed = Trainer(r, tmp_path / "b", progress=False)
     summary = resumed.run(resume=True)
     assert summary["steps"] == 5
