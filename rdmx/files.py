@@ -336,7 +336,16 @@ def load_torch(path: str | Path, *, what: str = "", remedy: str = "", verify: bo
     except FileNotFoundError:
         raise
     except Exception as exc:  # noqa: BLE001 - pickle/zip/unpickler errors of a damaged file
-        raise IntegrityError(path, f"not a readable file ({type(exc).__name__}: {exc})", what, remedy) from None
+        import pickle
+
+        if isinstance(exc, pickle.UnpicklingError) and "weights_only" in str(exc):  # never torch's advice to unpickle
+            raise IntegrityError(path, "holds Python objects other than tensors and plain data (a pickle payload); "
+                                       "refused: rdmx never runs code from a file it reads", what, remedy) from None
+        if path.stat().st_size == 0:
+            raise IntegrityError(path, "is empty", what, remedy) from None
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise IntegrityError(path, f"not a torch file rdmx wrote ({type(exc).__name__}: {first})", what,
+                             remedy) from None
     if not isinstance(obj, dict):
         raise IntegrityError(path, "does not hold a dictionary", what, remedy)
     if verify:

@@ -85,8 +85,20 @@ def test_torch_object_detects_flips_and_is_weights_only(tmp_path):
     with pytest.raises(IntegrityError, match="content does not match its checksum"):
         load_torch(p)
     p.write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(IntegrityError, match="not a readable file"):
+    with pytest.raises(IntegrityError, match="not a torch file rdmx wrote"):
         load_torch(p)
+    p.write_bytes(b"")
+    with pytest.raises(IntegrityError, match="is empty"):
+        load_torch(p)
+    class Payload:  # what a crafted file carries: an object whose unpickling would run code
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"x": Payload()}, p)
+    with pytest.raises(IntegrityError) as exc:
+        load_torch(p)
+    assert "a pickle payload); refused: rdmx never runs code" in str(exc.value)
+    assert "weights_only=False" not in str(exc.value)
 
 
 def test_atomic_write_leaves_nothing_on_failure_and_stale_temps_are_cleaned(tmp_path):

@@ -112,8 +112,8 @@ def load_checkpoint(path: str | Path, fingerprint: str | None = None) -> dict[st
     try:
         ckpt = load_torch(path, what="an rdmx checkpoint", remedy=remedy, mmap=True)  # tensors paged in on use
     except IntegrityError as exc:
-        if "not a readable file" in exc.problem:
-            raise RdmxError(f"{path}: not a readable rdmx checkpoint ({exc.problem})") from None
+        if "checksum" not in exc.problem:  # not rdmx's file at all (empty, cut, another format, a pickle payload)
+            raise RdmxError(f"{path}: not a readable rdmx checkpoint: it {exc.problem}; it was refused") from None
         raise
     if ckpt.get("format") != FORMAT:
         raise RdmxError(f"{path}: not an rdmx checkpoint")
