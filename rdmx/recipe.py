@@ -156,6 +156,10 @@ class TrainConfig(_Strict):
         False, description="recompute each of the generator's shard_units() blocks in backward")
     sample_every: int = Field(0, ge=0)
     checkpoint_every: int = Field(0, ge=0, description="checkpoint every K steps (0: by time only, see checkpoint_minutes)")
+    max_seconds: float = Field(
+        0.0, ge=0, description="a wall-clock budget for the training loop (steps, their evaluations and checkpoints), "
+        "summed over the run's sessions: the run ends at the first step boundary past it, with a checkpoint and the "
+        "final evaluation; rerun with a larger budget to continue (0 = none; the paper's batch ablation: 6000)")
     checkpoint_minutes: float = Field(
         30.0, ge=0, description="also checkpoint when this many minutes of training passed since the last "
                                 "checkpoint (0 = off); a run is never unprotected for longer")
@@ -320,7 +324,7 @@ NOT_IN_FINGERPRINT = ("train.checkpoint_every", "train.log_every", "train.sample
                       "train.max_consecutive_skips", "train.keep_checkpoints", "reference.workers",
                       "train.max_skipped_fraction",
                       "train.checkpoint_minutes", "train.keep_last", "train.keep_every", "train.stop_signals",
-                      "train.milestones", "train.ema")
+                      "train.milestones", "train.ema", "train.max_seconds")
 
 
 class ResolvedRecipe:

@@ -78,14 +78,20 @@ def finished_summary(resolved: ResolvedRecipe, out: Path, checkpoint) -> dict[st
     from rdmx.files import IntegrityError, read_json
 
     path = out / "summary.json"
-    if checkpoint is None or checkpoint.step != resolved.recipe.train.steps or not path.is_file():
+    if checkpoint is None or not path.is_file():
         return None
     try:
         summary = read_json(path)
     except IntegrityError:
         return None  # the run is finished but its summary damaged: it is written again
-    ok = isinstance(summary, dict) and summary.get("fingerprint") == resolved.fingerprint
-    return summary if ok and summary.get("steps") == checkpoint.step else None
+    if not isinstance(summary, dict) or summary.get("fingerprint") != resolved.fingerprint:
+        return None
+    t = resolved.recipe.train
+    if checkpoint.step == t.steps and summary.get("steps") == checkpoint.step:
+        return summary
+    # ended by its wall-clock budget at this checkpoint, and the budget asked for now is no larger
+    budget = summary.get("stopped_by_budget") and summary.get("steps_done") == checkpoint.step
+    return summary if budget and t.max_seconds and t.max_seconds <= summary.get("max_seconds", 0) else None
 
 
 def _previous_run_id(out: Path) -> str | None:

@@ -132,7 +132,8 @@ def test_batch_study_ties_lr_to_sqrt_n_and_matches_the_sample_budget():
     for _, c in cells:
         t = c.recipe.train
         assert t.lr == pytest.approx(1.6e-6 * math.sqrt(t.batch / 5120), rel=2e-4)
-        assert t.batch * t.steps == 5120 * 1000
+        assert t.batch * t.steps == 5120 * 1000  # the upper bound
+        assert t.max_seconds == 6000  # the release's equal wall-clock per arm
         assert t.micro_batch == "auto" or t.batch % t.micro_batch == 0
     assert [e.name for e in cells[0][1].recipe.battery.encoders] == ["dinov2"]
 

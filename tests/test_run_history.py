@@ -216,3 +216,20 @@ def test_an_unreachable_tracking_server_is_detected_and_the_run_goes_on(tmp_path
     tracker.end()
     assert "tracking: starting the run failed" in capfd.readouterr().err
     assert json.loads((tmp_path / "metrics.jsonl").read_text()) == {"step": 1, "loss": 1.0}
+
+
+def test_a_wall_clock_budget_ends_a_run_and_a_larger_one_continues_it(tmp_path):
+    """train.max_seconds (the paper's batch ablation compares arms at equal wall-clock): the run ends
+    at the first step boundary past the budget with a checkpoint and its final evaluation; the same
+    budget again changes nothing; a larger budget (here none) continues it to the weights of a run
+    never stopped."""
+    straight = run_recipe(tiny(tmp_path, "train.steps=4"), tmp_path / "a", progress=False)
+    budget = tiny(tmp_path, "train.steps=4", "train.max_seconds=1e-6")
+    first = run_recipe(budget, tmp_path / "b", progress=False)
+    assert first["stopped_by_budget"] and first["steps_done"] == 1 and first["final"] and first["loop_s"] > 0
+    assert open_checkpoint(tmp_path / "b").step == 1
+    again = run_recipe(budget, tmp_path / "b", progress=False)
+    assert again == first  # finished by its budget: nothing to do
+    more = run_recipe(tiny(tmp_path, "train.steps=4"), tmp_path / "b", progress=False)
+    assert not more["stopped_by_budget"] and more["steps_done"] == 4
+    assert more["final"] == straight["final"] and more["final_loss"] == straight["final_loss"]

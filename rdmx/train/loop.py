@@ -52,15 +52,16 @@ class RunState:
     evals: dict[int, dict[str, float]] = field(default_factory=dict)
     skipped: int = 0  # steps skipped for a non-finite loss or gradient
     wall_s: float = 0.0  # wall time of the earlier sessions of this run
+    loop_s: float = 0.0  # time in the training loop over those sessions (train.max_seconds counts it)
 
     def to_dict(self) -> dict[str, Any]:
         return {"history": self.history, "evals": {str(k): v for k, v in self.evals.items()},
-                "skipped": self.skipped, "wall_s": self.wall_s}
+                "skipped": self.skipped, "wall_s": self.wall_s, "loop_s": self.loop_s}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunState:
         return cls(list(d.get("history", [])), {int(k): v for k, v in d.get("evals", {}).items()},
-                   int(d.get("skipped", 0)), float(d.get("wall_s", 0.0)))
+                   int(d.get("skipped", 0)), float(d.get("wall_s", 0.0)), float(d.get("loop_s", 0.0)))
 
 
 class Trainer:
@@ -73,6 +74,7 @@ class Trainer:
         self.out = Path(out_dir)
         self.dist = dist or from_environment()
         self._bar = None  # the progress bar while the steps run
+        self._loop_t0: float | None = None  # when this session's training loop started
         t = self.recipe.train
         fixed = 1 if t.micro_batch == "auto" else (t.micro_batch or 1)
         if t.batch % (fixed * self.dist.world):
@@ -286,7 +288,7 @@ class Trainer:
         """A sealed checkpoint of step ``step`` (rdmx.train.checkpoint), written in the background
         unless ``block``; every rank writes its own shards."""
         state = RunState(self.state.history, self.state.evals, self.state.skipped,
-                         self.state.wall_s + time.perf_counter() - self._t0)
+                         self.state.wall_s + time.perf_counter() - self._t0, self.loop_seconds())
         small = {"fingerprint": self.resolved.fingerprint, "run_id": self.tracker.run_id, "sharded": self.sharded,
                  "balancer": self.c.balancer.state_dict(),
                  "extra": {"state": state.to_dict(), "micro_batch": self.micro_batch},
@@ -500,6 +502,15 @@ class Trainer:
                 f"(more than train.max_skipped_fraction = {t.max_skipped_fraction}): it did not train; {cause}. Its "
                 f"summary says trained = false")
 
+    def loop_seconds(self) -> float:
+        """Seconds in the training loop, this session's and the earlier ones' (train.max_seconds)."""
+        now = time.perf_counter() - self._loop_t0 if self._loop_t0 is not None else 0.0
+        return self.state.loop_s + now
+
+    def budget_spent(self) -> bool:
+        t = self.recipe.train
+        return bool(t.max_seconds) and self.loop_seconds() >= t.max_seconds
+
     def checkpoint_due(self, done: int) -> bool:
         """``train.checkpoint_every`` steps, or ``train.checkpoint_minutes`` of training, since the last one."""
         t = self.recipe.train
@@ -544,8 +555,11 @@ class Trainer:
 
             bar = self._bar = tqdm(total=t.steps, initial=start, desc=r.name, unit="step", dynamic_ncols=True)
         saved = start
+        done = start
+        self._loop_t0 = time.perf_counter()
+        budget_out = bool(t.max_seconds) and self.state.loop_s >= t.max_seconds  # resumed with its budget used
         with stop.at_step_boundaries():
-            for step in range(start, t.steps):
+            for step in range(start, t.steps if not budget_out else start):
                 # one step, then logging, evaluation, samples and checkpoints on their schedules
                 row = self.train_step(step)
                 raws = {k[4:]: v for k, v in row.items() if k.startswith("raw/")}
@@ -564,10 +578,11 @@ class Trainer:
                         post["held-out SW_r"] = f"{last['eval/sw_rK_heldout']:.2f}"
                     bar.set_postfix(post, refresh=False)
                     bar.update(1)
-                # the step boundary: the ranks agree on a stop request and on a checkpoint being due
-                stopping, due = agree([stop.number, int(self.dist.main and self.checkpoint_due(done))],
-                                      self.dist, self.c.device)
-                if due or stopping:
+                # the step boundary: the ranks agree on a stop request, a checkpoint being due, the budget
+                stopping, due, budget_out = agree(
+                    [stop.number, int(self.dist.main and self.checkpoint_due(done)),
+                     int(self.dist.main and self.budget_spent() and done < t.steps)], self.dist, self.c.device)
+                if (due or stopping) and not budget_out:
                     self.checkpoint(done, block=bool(stopping))
                     saved = done
                 if stopping:
@@ -575,13 +590,18 @@ class Trainer:
                         bar.close()
                         self._bar = None
                     raise RunStopped(signal_name(stopping), done, self.out / "checkpoints" / f"step-{done:06d}")
+                if budget_out:
+                    self.log(f"train.max_seconds = {t.max_seconds:g} spent after step {done} of {t.steps}: the run "
+                             f"ends here (a larger budget continues it)")
+                    break
         if bar is not None:
             bar.close()
             self._bar = None
+        self.state.loop_s, self._loop_t0 = self.loop_seconds(), None
         # the last step's checkpoint (before the final evaluation: a stop during it loses no step)
-        ckpt = self.checkpoint(t.steps) if saved != t.steps else self.out / "checkpoints" / f"step-{t.steps:06d}"
-        final = self.evaluate(t.steps)
-        grid = self.save_samples(t.steps)
+        ckpt = self.checkpoint(done) if saved != done else self.out / "checkpoints" / f"step-{done:06d}"
+        final = self.evaluate(done)
+        grid = self.save_samples(done)
         if not self.c.info.is_image and self.dist.main:  # small vector samples (toys): keep them for figures
             torch.save(self.last_samples.cpu(), self.out / "final_samples.pt")
         self.checkpointer.wait()
@@ -593,6 +613,10 @@ class Trainer:
             "run_id": self.tracker.run_id,
             "rdmx_version": __version__,
             "steps": t.steps,
+            "steps_done": done,
+            "stopped_by_budget": done < t.steps,
+            "loop_s": round(self.state.loop_s, 2),
+            "max_seconds": t.max_seconds,
             "batch": t.batch,
             "micro_batch": self.micro_batch,
             "accumulation": self.accumulation,
