@@ -130,7 +130,7 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None,
                         out: Path | None = None, suite=None, progress: bool = True, log: bool = True,
                         fid: bool = False, prompts: list[str] | None = None, per_prompt: int = 1,
                         baseline: str | Path | None = None, baseline_set: list[str] | None = None,
-                        weights: str = "auto"):
+                        weights: str = "auto", eval_set: list[str] | None = None):
     """SW_rK (all / training / held-out encoders), MMDr and FD of a checkpoint's samples
     (``suite`` overrides the recipe's ``eval.suite``; ``fid`` adds FID-50K with torch-fidelity's
     Inception); the text-joint SW_r / MMDr too when the recipe matches the text-joint law.
@@ -147,6 +147,11 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None,
     from rdmx.reference.build import build_references
     from rdmx.train.evaluation import EVAL_NOISE_SALT, text_joint_eval
 
+    made_by = resolved  # the recipe the checkpoint must belong to
+    if eval_set:  # evaluation-time settings (e.g. the release's PickScore protocol: generator.ctx_len=232)
+        from rdmx.recipe import with_overrides
+
+        resolved = with_overrides(resolved, eval_set)
     r = resolved.recipe
     # --n replaces the recipe's sample counts (SW_rK and MMDr alike): a quick, labelled evaluation
     r_eval = r.eval.model_copy(update={"suite": list(suite or r.eval.suite)} if not n else
@@ -167,8 +172,8 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None,
             baseline_weights = open_checkpoint(baseline).generator_state(baseline_gen)
     elif baseline is not None:
         baseline_weights = (_state(comp.generator) if is_base(baseline)
-                            else open_for(comp.generator, baseline, resolved).generator_state(comp.generator))
-    ckpt = apply_checkpoint(comp, checkpoint, resolved, weights)
+                            else open_for(comp.generator, baseline, made_by).generator_state(comp.generator))
+    ckpt = apply_checkpoint(comp, checkpoint, made_by, weights)
     cond = None
     if prompts is not None:
         comp.generator.set_prompts(prompts)
@@ -193,6 +198,8 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None,
     result.settings["checkpoint"] = str(checkpoint) if not is_base(checkpoint) else "(the recipe's generator)"
     result.settings["step"] = step_of(ckpt)
     result.settings["weights"] = comp.weights  # the EMA or the raw weights
+    if eval_set:
+        result.settings["eval_set"] = list(eval_set)
     if prompts is not None:
         result.settings["prompts"] = {"count": len(prompts), "per_prompt": per_prompt}
     if baseline is not None:

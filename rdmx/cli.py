@@ -359,6 +359,9 @@ def eval_cmd(
     set_: SetOpt = None,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
     fid: Annotated[bool, typer.Option("--fid", help="also FID-50K as the literature computes it (rdmx-fid)")] = False,
+    eval_set: Annotated[Optional[list[str]], typer.Option(
+        "--set-eval", help="an evaluation-time override the checkpoint need not share, e.g. generator.ctx_len=232 "
+                           "(the release's PickScore protocol); recorded in eval.json (repeatable)")] = None,
     weights: Annotated[str, typer.Option("--weights", help="the checkpoint's EMA or raw weights (auto: the EMA "
                                          "when it has one)")] = "auto",
 ) -> None:
@@ -376,7 +379,8 @@ def eval_cmd(
         if n is not None:
             pool = pool[:n]
     result = evaluate_checkpoint(resolved, checkpoint, n=n, out=out, progress=not no_progress, prompts=pool, fid=fid,
-                                 per_prompt=per_prompt, baseline=baseline, baseline_set=baseline_set, weights=weights)
+                                 per_prompt=per_prompt, baseline=baseline, baseline_set=baseline_set, weights=weights,
+                                 eval_set=eval_set)
     result.render(_console(), title=f"{resolved.recipe.name} @ step {result.settings['step']} "
                                     f"({result.settings['weights']} weights)")
     extra = {k: v for k, v in result.summary.items() if not k.startswith(("sw_rK", "mmd_r"))}

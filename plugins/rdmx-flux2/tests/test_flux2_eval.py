@@ -133,3 +133,28 @@ def test_teacher_renders_keep_the_best_seeds_as_captioned_data(run, tmp_path):
     assert sorted(data.captions["train"] + data.captions["val"]) == sorted(p for p in PROMPTS for _ in range(2))
     render_reference(comp.generator, PROMPTS, tmp_path / "ref", score=brightness, seeds=4, keep=2, progress=False)
     assert len(path.read_text().splitlines()) == 6  # finished prompts are not rendered again
+
+
+def test_pickscore_with_the_releases_context_length_is_an_evaluation_option(run):
+    """The release scores PickScore with the student's prompts encoded at 232 tokens (its PickScore
+    protocol), not the 48 it trained with: `--set-eval generator.ctx_len=...` evaluates the same
+    checkpoint so, recorded in eval.json, and matches the scorer run directly on those images."""
+    from rdmx.recipe import with_overrides
+
+    root, resolved, ckpt = run
+    long = evaluate_checkpoint(resolved, ckpt, prompts=PROMPTS, per_prompt=2, log=False, progress=False,
+                               eval_set=["generator.ctx_len=16"])
+    short = evaluate_checkpoint(resolved, ckpt, prompts=PROMPTS, per_prompt=2, log=False, progress=False)
+    assert long.settings["eval_set"] == ["generator.ctx_len=16"] and "eval_set" not in short.settings
+    assert long.summary["pickscore"] != pytest.approx(short.summary["pickscore"], rel=1e-7)
+    # brute force: the generator built at ctx_len 16 with the checkpoint's weights, scored directly
+    comp, _ = load_generator(with_overrides(resolved, ["generator.ctx_len=16"]), None)
+    from rdmx.checkpoints import apply_checkpoint
+
+    apply_checkpoint(comp, ckpt, resolved)
+    comp.generator.set_prompts(PROMPTS)
+    assert comp.generator.states.shape[1] == comp.generator.transformer.config.joint_attention_dim
+    cond = torch.arange(3).repeat_interleave(2)
+    images, _ = generate(comp.generator, 6, resolved.recipe.eval.seed + EVAL_NOISE_SALT, 4, comp.device, cond=cond)
+    scores = comp.metrics[0].scorer.score(images, [PROMPTS[i] for i in cond.tolist()])
+    assert long.summary["pickscore"] == pytest.approx(float(scores.double().mean()), rel=1e-5)
