@@ -318,10 +318,15 @@ def _pad_rows(rows, images, labels, columns):
 def geneval_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None, metadata_path: str | Path, *,
                        out: Path, per_prompt: int = 4, weights: str = "auto") -> Path:
     """The GenEval folder layout (``rdmx.samples.write_geneval``) for a checkpoint (or the base generator)."""
-    from rdmx.samples import read_geneval_metadata, write_geneval
+    from rdmx.geneval import write_protocol
+    from rdmx.samples import GENEVAL_SEED_BASE, read_geneval_metadata, write_geneval
 
     metadata = read_geneval_metadata(metadata_path)
     comp, ckpt = load_generator(resolved, checkpoint, weights)
     batch = checkpoint_chunk(resolved, ckpt)
     with out_of_memory_hint("rdmx sample --format geneval", "eval.chunk", batch):
-        return write_geneval(comp.generator, metadata, out, per_prompt=per_prompt, device=comp.device, batch=batch)
+        folder = write_geneval(comp.generator, metadata, out, per_prompt=per_prompt, device=comp.device, batch=batch)
+    write_protocol(folder, prompts=len(metadata), per_prompt=per_prompt, seed_base=GENEVAL_SEED_BASE,
+                   generator_config=resolved.to_dict()["generator"],
+                   checkpoint=str(ckpt.path) if ckpt is not None else "base", weights=comp.weights)
+    return folder

@@ -416,9 +416,9 @@ def sample_cmd(
         if prompts is None:
             raise RdmxError("--format geneval needs --prompts GENEVAL_METADATA.jsonl (one JSON object per prompt)")
         folder = geneval_checkpoint(resolved, checkpoint, prompts, out=out, per_prompt=per_prompt, weights=weights)
-        _console().print(f"GenEval layout in {folder}; score it with the official scorer:\n"
-                         f"  python evaluation/evaluate_images.py {folder} --outfile results.jsonl --model-path <detector>\n"
-                         f"  python evaluation/summary_scores.py results.jsonl")
+        _console().print(f"GenEval layout in {folder} (protocol: {folder / 'geneval_protocol.json'}); score it "
+                         f"with the official scorer:\n  rdmx geneval-score {folder} --scorer <geneval clone> "
+                         f"--detector <mask2former folder> --config <mmdet's builtin mask2former config>")
         return
     if fmt != "grid":
         raise RdmxError(f"--format must be 'grid' or 'geneval', got {fmt!r}")
@@ -433,6 +433,36 @@ def sample_cmd(
         raise RdmxError(str(exc)) from None
     grids = sum(k.startswith("grid") for k in paths)
     _console().print(f"{n} samples → {paths['npz']} and {grids} grid(s) in {out}")
+
+
+@app.command("geneval-score")
+def geneval_score_cmd(
+    render: Annotated[Path, typer.Argument(help="a GenEval render of rdmx sample --format geneval")],
+    scorer: Annotated[Path, typer.Option("--scorer", help="a clone of djghosh13/geneval in an environment with its "
+                                         "detector stack (mmdet 3.3.0)")],
+    detector: Annotated[Path, typer.Option("--detector", help="the folder holding the Mask2Former Swin-S checkpoint as "
+                                           "mask2former.pth")],
+    config: Annotated[Optional[Path], typer.Option("--config", help="the detector config: the mmdet package's "
+                                                   "builtin mask2former_swin-s config (the release's protocol)")] = None,
+    python: Annotated[Optional[str], typer.Option("--python", help="the scorer environment's python "
+                                                  "(default: this one)")] = None,
+) -> None:
+    """Score a GenEval render with the official scorer; the per-task rates and the overall score
+    (their unweighted mean) go to RENDER/eval.json beside the render's protocol."""
+    from rich.table import Table
+
+    from rdmx.geneval import score
+
+    summary = score(render, scorer=scorer, detector=detector, config=config, python=python)
+    table = Table(title=f"GenEval, {summary['images']} images")
+    table.add_column("task")
+    table.add_column("correct", justify="right")
+    for task, rate in summary["tasks"].items():
+        table.add_row(task, f"{rate:.4f}")
+    table.add_row("overall", f"{summary['overall']:.4f}")
+    con = _console()
+    con.print(table)
+    con.print(f"recorded in {render / 'eval.json'}")
 
 
 @app.command("ema")

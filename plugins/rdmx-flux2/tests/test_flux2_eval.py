@@ -94,7 +94,13 @@ def test_geneval_folder_layout_with_the_release_seeds(run, tmp_path):
     path = tmp_path / "evaluation_metadata.jsonl"
     path.write_text("".join(json.dumps(m) + "\n" for m in meta))
     out = geneval_checkpoint(resolved, ckpt, path, out=tmp_path / "geneval", per_prompt=3)
-    assert sorted(p.name for p in out.iterdir()) == ["00000", "00001"]
+    assert sorted(p.name for p in out.iterdir()) == ["00000", "00001", "geneval_protocol.json"]
+    protocol = json.loads((out / "geneval_protocol.json").read_text())
+    gen = protocol["generation"]
+    assert (gen["prompts"], gen["samples_per_prompt"], gen["images"]) == (2, 3, 6)
+    assert gen["checkpoint"] == str(ckpt) and gen["weights"] == "raw"
+    assert gen["generator"] == resolved.to_dict()["generator"] and str(GENEVAL_SEED_BASE) in gen["noise_seed"]
+    assert protocol["scorer"]["options"] == "--options model=mask2former"
     for i, m in enumerate(meta):
         folder = out / f"{i:05d}"
         assert json.loads((folder / "metadata.jsonl").read_text()) == m
