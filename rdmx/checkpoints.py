@@ -182,7 +182,7 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None,
     refs = build_references(
         comp.data, comp.encoders, None, cache_dir=r.reference.cache_dir, train_names=[], floors=None,
         eval_rows=r_eval.bank_rows(), seed=r.seed, device=comp.device, progress=progress,
-        batch_size=r.reference.batch_size, num_workers=r.reference.workers,
+        batch_size=r.reference.batch_size, num_workers=r.reference.workers, **r.reference.real_rows(r_eval),
     )
     chunk = checkpoint_chunk(resolved, ckpt)
     reference = None

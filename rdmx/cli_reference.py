@@ -84,6 +84,8 @@ def run_reference_build(
     quiet: bool = False,
     rebuild: bool = False,
     text_encoder: Any = None,
+    rows: str = "random",
+    first_rows: int = 0,
 ) -> dict[str, Any]:
     """Build (or reuse) every encoder's reference material and print a summary table.
 
@@ -95,7 +97,7 @@ def run_reference_build(
         data, encoders, request, cache_dir=cache_dir, joint=joint, estimator=estimator,
         train_names=train_names, floors=floors, eval_rows=eval_rows, seed=seed, device=device,
         progress=progress, batch_size=batch_size, num_workers=num_workers, rebuild=rebuild,
-        text_encoder=text_encoder,
+        text_encoder=text_encoder, rows=rows, first_rows=first_rows,
     )
     if not quiet and dist_rank_world()[0] == 0:
         print_summary(refs, console)
@@ -147,6 +149,7 @@ def build_cmd(
                 joint=r.joint, floors=(r.reference.floor_draws, r.reference.floor_rows), eval_rows=r.eval.bank_rows(),
                 seed=r.seed, device=c.device, batch_size=batch_size, num_workers=workers,
                 progress=not no_progress, quiet=as_json, rebuild=rebuild, text_encoder=c.text_encoder,
+                **r.reference.real_rows(r.eval),
             )
         if as_json:
             import json

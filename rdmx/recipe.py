@@ -261,6 +261,16 @@ class ReferenceConfig(_Strict):
     floor_rows: int = Field(5120, ge=2)
     batch_size: int = Field(64, ge=1, description="images per batch during feature extraction")
     workers: int = Field(0, ge=0, description="DataLoader workers decoding images (folders: use several)")
+    rows: Literal["random", "first"] = Field(
+        "random", description="the real rows of the constant k_rr (mmd-nystrom) and of MMDr's train/val sets: "
+        "random = seeded subsamples of the whole pool; first = the first rows in the pool's order, as the paper's "
+        "release computed them (its class-sorted pool: k_rr over the first estimator.krr_subsample rows, MMDr over "
+        "the first eval.mmd_n of each split)")
+
+    def real_rows(self, eval_config: EvalConfig) -> dict[str, Any]:
+        """The row rule's arguments of ``build_references``."""
+        first = (eval_config.mmd_n or eval_config.n) if self.rows == "first" else 0
+        return {"rows": self.rows, "first_rows": first}
 
 
 class TrackingConfig(BaseModel):
@@ -370,6 +380,8 @@ class ResolvedRecipe:
             table, _, key = path.rpartition(".")
             d.get(table, {}).pop(key, None)
         ref = d.get("reference", {})
+        if ref.get("rows") == "random":  # the default: recipes from before the setting keep their fingerprints
+            ref.pop("rows")
         if isinstance(ref.get("cache_dir"), str):
             ref["cache_dir"] = os.path.normpath(ref["cache_dir"])
         for key in list(d.get("sweep", {})):

@@ -136,6 +136,37 @@ def test_exact_mmd_uses_a_fresh_seeded_real_batch():
     )
 
 
+def test_exact_mmd_with_the_releases_constant_real_term():
+    """real_term = 'reference': the reference's k_rr (float64 over its first 120 rows here) replaces the drawn
+    batch's own kernel mean; the value moves, the gradient does not (neither term depends on g)."""
+    x = real(200)
+    cfg = MMDExactConfig(bank=150, scales=[1.0, 2.0], real_term="reference", krr_subsample=120)
+    est = MMDExact(cfg)
+    request = est.request()
+    assert request.krr and request.landmarks == 0 and request.to_dict()["krr"] is True
+    ref = make_ref(x, **{k: v for k, v in request.to_dict().items() if k in ("bank", "krr", "scales")},
+                   landmarks=0, krr_subsample=120, krr_rows="first")
+    g = real(40, seed=6).double()
+    idx = draw_rows(150, 40, torch.Generator().manual_seed(7))
+    batch = ref.bank[idx].double().numpy()
+    head = x[:120].double().numpy()
+    expected = sum(gauss(g, g, ref.sigma * s).mean() - 2 * gauss(g, batch, ref.sigma * s).mean()
+                   + gauss(head, head, ref.sigma * s).mean() for s in (1.0, 2.0))
+    got = est.loss(g, ref, generator=torch.Generator().manual_seed(7))
+    assert float(got) == pytest.approx(expected, rel=1e-10)
+    sampled = MMDExact(MMDExactConfig(bank=150, scales=[1.0, 2.0]))
+    a = g.clone().requires_grad_()
+    b = g.clone().requires_grad_()
+    est.loss(a, ref, generator=torch.Generator().manual_seed(7)).backward()
+    sample_value = sampled.loss(b, ref, generator=torch.Generator().manual_seed(7))
+    sample_value.backward()
+    assert sample_value.item() != pytest.approx(got.item(), rel=1e-6)
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-12, atol=0)
+    without = make_ref(x, landmarks=0, bank=150, scales=(1.0, 2.0))  # a reference built without k_rr
+    with pytest.raises(RdmxError, match="mmd-exact with real_term = 'reference' needs 'k_rr'"):
+        est.loss(g, without, generator=torch.Generator().manual_seed(7))
+
+
 def test_rff_value_gradient_and_kernel_approximation():
     x = real(300)
     ref = make_ref(x, landmarks=0, rff_features=4096)

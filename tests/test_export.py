@@ -24,7 +24,7 @@ def tiny_pmf(folder, tmp, *extra):
     return load_recipe(IMAGENET, [
         *data_sets(folder), "generator.tiny=true", "generator.zero_init=false", 'generator.weights="random"', BATTERY,
         "estimator.landmarks=8", "estimator.kmeans_iters=2", "train.steps=2", "train.batch=8", "train.micro_batch=4",
-        "train.sample_every=0", "eval.n=12", "eval.mmd_n=12", "eval.directions=16", "reference.floor_draws=1",
+        "train.sample_every=0", "eval.n=12", "eval.mmd_n=6", "estimator.krr_subsample=8", "eval.directions=16", "reference.floor_draws=1",
         "reference.floor_rows=6", "reference.workers=0", f"reference.cache_dir={json.dumps(str(tmp / 'cache'))}",
         "tracking.backend=\"none\"", *extra])
 
@@ -86,7 +86,7 @@ def test_the_release_layout_for_pmf_and_the_release_files_read_by_eval(trained, 
         got = params_of(comp.generator)
         assert ckpt.step == 0 and comp.weights == "raw"
         assert all(torch.equal(got[k], obj["model"][k]) for k in obj["model"])
-    result = evaluate_checkpoint(resolved, tmp_path / "pMF-H_FD-SIM.pth", n=12, progress=False, log=False)
+    result = evaluate_checkpoint(resolved, tmp_path / "pMF-H_FD-SIM.pth", n=6, progress=False, log=False)
     assert result.settings["checkpoint"].endswith("pMF-H_FD-SIM.pth") and result.settings["weights"] == "raw"
     # a release file with another layout: every missing and unexpected key in one message
     bad = dict(obj["model"])

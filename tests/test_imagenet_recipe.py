@@ -114,6 +114,8 @@ def test_distance_ablation_has_the_six_estimators_on_dinov2():
     by = {c.recipe.estimator.name: c for _, c in cells}
     assert by["sw"].config("estimator").projections == 128
     assert by["drifting"].config("estimator").temperatures == [0.02, 0.05, 0.2]
+    assert by["mmd-exact"].config("estimator").real_term == "reference"  # the release's constant k_rr
+    assert all(c.recipe.reference.rows == "first" for _, c in cells)
 
 
 def test_constrained_ablation_compares_gated_and_uniform_at_the_same_budget():
@@ -143,7 +145,7 @@ def test_tiny_run_then_sample_and_eval_its_checkpoint(folder, tmp_path):
                '{name = "toy-conv", label = "held", role = "heldout", channels = 3, seed = 2}]}')
     sets = [*data_sets(folder), "generator.tiny=true", "generator.zero_init=false", battery,
             "estimator.landmarks=8", "estimator.kmeans_iters=2", "train.steps=2", "train.batch=8", "train.micro_batch=4",
-            "train.sample_every=0", "eval.n=12", "eval.mmd_n=12", "eval.directions=16", "reference.floor_draws=1", "reference.floor_rows=6",
+            "train.sample_every=0", "eval.n=12", "eval.mmd_n=6", "estimator.krr_subsample=8", "eval.directions=16", "reference.floor_draws=1", "reference.floor_rows=6",
             "reference.workers=0", f"reference.cache_dir={json.dumps(str(tmp_path / 'cache'))}", "tracking.backend=\"none\""]
     run = rdmx("run", str(IMAGENET), *args(sets), "--out", str(tmp_path / "run"), "--no-progress", cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -157,13 +159,14 @@ def test_tiny_run_then_sample_and_eval_its_checkpoint(folder, tmp_path):
     assert z["arr_0"].shape == (20, 32, 32, 3) and z["arr_0"].dtype == np.uint8
     assert np.bincount(z["arr_1"]).tolist() == [10, 10]  # balanced classes
     assert (tmp_path / "s" / "grid-0000.png").is_file()
-    ev = rdmx("eval", str(IMAGENET), *args(sets), "-c", str(ckpt), "--n", "12", "--out", str(tmp_path / "ev"),
+    ev = rdmx("eval", str(IMAGENET), *args(sets), "-c", str(ckpt), "--out", str(tmp_path / "ev"),
               "--no-progress", cwd=tmp_path)
     assert ev.returncode == 0, ev.stderr[-3000:]
     result = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert set(result["encoders"]) == {"conv-a", "held"} and result["settings"]["step"] == 2
+    assert result["settings"]["mmd_real_rows"] == "first" and result["settings"]["mmd_rows"] == 6  # the release's rows
     # no checkpoint: the recipe's own generator (the warm start), the same numbers as the run's step 0
-    ev0 = rdmx("eval", str(IMAGENET), *args(sets), "--n", "12", "--out", str(tmp_path / "ev0"), "--no-progress", cwd=tmp_path)
+    ev0 = rdmx("eval", str(IMAGENET), *args(sets), "--out", str(tmp_path / "ev0"), "--no-progress", cwd=tmp_path)
     assert ev0.returncode == 0, ev0.stderr[-3000:]
     base = json.loads((tmp_path / "ev0" / "eval.json").read_text())
     assert base["settings"]["step"] == 0

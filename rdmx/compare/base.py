@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 
 NYSTROM_FIELDS = ("landmarks", "kmeans_iters", "kmeans_subsample", "krr_subsample")
+# the real rows a statistic is taken over: a seeded subsample of the whole pool (rdmx), or the first rows in the
+# pool's order (the release: its class-sorted feature pool; an image folder's sorted class folders and files)
+ROW_RULES = ("random", "first")
 
 
 @dataclass(frozen=True)
@@ -35,38 +38,52 @@ class ReferenceRequest:
     moments: bool = False
     bank: int = 0
     seed: int = 0
+    krr_rows: str = "random"  # which rows k_rr is taken over: a seeded subsample, or the pool's "first" (the release)
+    krr: bool = False  # k_rr without landmarks (mmd-exact's real term as the release computes it)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scales", tuple(sorted({float(s) for s in self.scales})))
+        if self.krr_rows not in ROW_RULES:
+            raise RdmxError(f"reference rows must be one of {ROW_RULES}, got {self.krr_rows!r}")
 
     def merge(self, other: ReferenceRequest) -> ReferenceRequest:
         """The union: the larger of each size, or-ed flags, the union of the scales.
 
         sigma, sigma_scale and seed define the reference itself and must agree."""
-        for name in ("sigma", "sigma_scale", "seed"):
+        for name in ("sigma", "sigma_scale", "seed", "krr_rows"):
             if getattr(self, name) != getattr(other, name):
                 raise RdmxError(
                     f"reference requests disagree on {name}: {getattr(self, name)} vs "
                     f"{getattr(other, name)}; one reference cannot serve both"
                 )
         nystrom = [r for r in (self, other) if r.landmarks > 0]
+        with_krr = [r for r in (self, other) if r.landmarks > 0 or r.krr]
         sizes = {}
         for f in fields(self):
-            if f.name in ("sigma", "sigma_scale", "seed", "scales", "moments"):
+            if f.name in ("sigma", "sigma_scale", "seed", "scales", "moments", "krr_rows", "krr"):
                 continue
             # Nystrom sizes of a request that wants no landmarks are irrelevant defaults
-            pool = nystrom if f.name in NYSTROM_FIELDS else (self, other)
+            pool = with_krr if f.name == "krr_subsample" else nystrom if f.name in NYSTROM_FIELDS else (self, other)
             sizes[f.name] = max((getattr(r, f.name) for r in pool), default=0)
         return replace(
             self,
             **sizes,
             scales=tuple(self.scales) + tuple(other.scales),
             moments=self.moments or other.moments,
+            krr=self.krr or other.krr,
         )
+
+    @property
+    def wants_krr(self) -> bool:
+        """Whether the reference computes the constant k_rr (Nyström, or asked for)."""
+        return self.landmarks > 0 or self.krr
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["scales"] = list(self.scales)
+        for key, default in (("krr_rows", "random"), ("krr", False)):
+            if d[key] == default:  # defaults leave the request's (and its bundles') fingerprint as before
+                d.pop(key)
         return d
 
     @classmethod

@@ -55,6 +55,13 @@ class MMDExactConfig(KernelConfig):
 
     bank: int = Field(100_000, ge=1, description="real rows kept in the reference bank")
     statistic: Literal["v", "u"] = "v"
+    real_term: Literal["sample", "reference"] = Field(
+        "sample", description="the real-real term: sample = the drawn real batch's own kernel mean (a V- or "
+        "U-statistic, as the repulsion); reference = the reference's constant k_rr, as the paper's release computes "
+        "its exact arm (no gradient either way: it moves the loss value, so self-normalisation and the controller)")
+    krr_subsample: int = Field(
+        100_000, ge=1, description="with real_term = 'reference': real rows of the constant k_rr (reference.rows "
+        "picks which)")
 
 
 class MMDRFFConfig(KernelConfig):

@@ -76,18 +76,22 @@ class MMDExact(_GaussianMMD):
 
     def request(self) -> ReferenceRequest:
         c = self.config
+        constant = c.real_term == "reference"
         return ReferenceRequest(
             landmarks=0, sigma_subsample=c.sigma_subsample, sigma_scale=c.sigma_scale, sigma=c.sigma,
-            scales=tuple(c.scales), bank=c.bank,
+            scales=tuple(c.scales), bank=c.bank, krr=constant, **({"krr_subsample": c.krr_subsample} if constant else {}),
         )
 
     def _loss(self, gen, ref, generator):
-        _, sigmas = self._sigmas(ref)
+        idx, sigmas = self._sigmas(ref)
         n = gen.shape[0]
         real = ref.bank_batch(n, generator, like=gen)
         cross = kernel_sum(gen, real, sigmas, block_elems=self.config.block_elems) / (n * n)
-        with torch.no_grad():
-            real_term = self._repulsion(real, sigmas)
+        if self.config.real_term == "reference":
+            real_term = ref.need("k_rr", "mmd-exact with real_term = 'reference'")[idx].to(gen.dtype)
+        else:
+            with torch.no_grad():
+                real_term = self._repulsion(real, sigmas)
         return (self._repulsion(gen, sigmas) - 2.0 * cross + real_term).sum()
 
 

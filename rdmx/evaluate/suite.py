@@ -11,7 +11,7 @@ import torch
 
 from rdmx.errors import RdmxError
 from rdmx.evaluate.base import ROLES, EvalContext
-from rdmx.evaluate.features import equal_size
+from rdmx.evaluate.features import as_tensor, equal_size
 from rdmx.evaluate.frechet import frechet_to
 from rdmx.evaluate.rff import RFF_SEED, median_sigma, rff_frequencies, rff_mean_embedding
 from rdmx.evaluate.sliced import PRECISIONS, sliced_w2_to
@@ -126,6 +126,7 @@ def evaluate_features(
     chunk: int = 128,
     precision: str = "float64",
     device: Any = None,
+    mmd_first: Mapping[str, tuple[Any, Any]] | None = None,
 ) -> EvalResult:
     """Evaluate generated features against train and validation banks, per encoder.
 
@@ -137,6 +138,9 @@ def evaluate_features(
     same three for ``mmd_r``, and ``mmd_r_rows`` (the fewest rows an encoder's MMDr used);
     ``settings["mmd_protocol"]`` labels MMDr as the paper's protocol (50,000 rows per set, D = 4096)
     or small-sample. MMDr's sigma is the median heuristic on 10,000 train rows unless ``sigmas``.
+    ``mmd_first`` (encoder -> (train rows, val rows), the first of each split in the pool's order:
+    ``reference.rows = "first"``) makes MMDr's real sets those rows, cut to the MMDr row count, as the
+    paper's release computes it; the generated rows and sigma stay the seeded ones.
     """
     metrics = tuple(metrics)
     unknown = sorted(set(metrics) - set(METRICS))
@@ -164,9 +168,15 @@ def evaluate_features(
         if "mmdr" in metrics:
             if mmd_n is not None and mmd_n != n:
                 g, t, v, rows = equal_size(gen[enc], train[enc], val[enc], mmd_n, seed, dtype, device)
-            mmd_rows[enc] = rows
             g64, t64, v64 = g.double(), t.double(), v.double()
             sigma = float(sigmas[enc]) if sigmas and enc in sigmas else median_sigma(t64, seed=seed)
+            if mmd_first is not None and enc in mmd_first:
+                first_t, first_v = mmd_first[enc]
+                rows = min(mmd_n or n, len(gen[enc]), len(first_t), len(first_v))
+                g64, _, _, rows = equal_size(gen[enc], first_t[:rows], first_v[:rows], rows, seed, torch.float64,
+                                             device)
+                t64, v64 = (as_tensor(x[:rows], torch.float64, g64.device) for x in (first_t, first_v))
+            mmd_rows[enc] = rows
             w = rff_frequencies(t.shape[1], rff_features, sigma, rff_seed).to(t.device)
             ref = rff_mean_embedding(t64, w)
             mmd_gen = float((rff_mean_embedding(g64, w) - ref).square().sum())
@@ -192,7 +202,8 @@ def evaluate_features(
     if mmd_rows:
         fewest = min(mmd_rows.values())
         summary["mmd_r_rows"] = float(fewest)
-        settings.update(mmd_n=mmd_n or n, mmd_rows=fewest, mmd_protocol=mmd_protocol(fewest, rff_features))
+        settings.update(mmd_n=mmd_n or n, mmd_rows=fewest, mmd_protocol=mmd_protocol(fewest, rff_features),
+                        mmd_real_rows="first" if mmd_first else "random")
     return EvalResult(encoders=encoders, roles=dict(roles), summary=summary, settings=settings)
 
 

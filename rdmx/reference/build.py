@@ -19,6 +19,7 @@ Cache layout under ``cache_dir`` (every name carries the encoder and data finger
     references/<enc>-<data>-<request>-<joint>/           bundle (save_reference)
     floors/<enc>-<data>-<request>-<joint>-<estimator>-d<draws>-n<rows>-s<seed>.json
     banks/<enc>-<data>-<split>-n<rows>-s<seed>.safetensors
+    banks/<enc>-<data>-<split>-first<rows>.safetensors    (reference.rows = "first": MMDr's real rows)
 
 Anything present is loaded instead of recomputed. Under torch.distributed rank 0 computes
 and writes; the other ranks wait at a barrier and load.
@@ -28,13 +29,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from rdmx.compare.base import ROW_RULES
 from rdmx.errors import RdmxError
 from rdmx.fingerprint import fingerprint
 from rdmx.console import warn
@@ -69,6 +71,9 @@ class BuiltReference:
     val_bank_labels: torch.Tensor
     paths: dict[str, Path] = field(default_factory=dict)
     captions: dict[str, torch.Tensor] | None = None  # text-joint: split -> τ of caption id (n, t)
+    # reference.rows = "first": MMDr's real rows, the first of each split in the pool's order (else None)
+    train_first: torch.Tensor | None = None
+    val_first: torch.Tensor | None = None
 
 
 def joint_key(joint: Any, text_fingerprint: str | None = None) -> str:
@@ -153,9 +158,12 @@ def _read_floor(path: Path) -> float:
     return float(value)
 
 
+DERIVED_FILES = ("floor", "train_bank", "val_bank", "train_first", "val_first")
+
+
 def missing_outputs(paths: Mapping[str, Path]) -> list[str]:
     """The derived files of one encoder that do not exist yet."""
-    out = [k for k in ("floor", "train_bank", "val_bank") if k in paths and not paths[k].exists()]
+    out = [k for k in DERIVED_FILES if k in paths and not paths[k].exists()]
     if "reference" in paths and not (paths["reference"] / MANIFEST_FILE).exists():
         out.append("reference")
     return out
@@ -163,7 +171,7 @@ def missing_outputs(paths: Mapping[str, Path]) -> list[str]:
 
 def discard_outputs(paths: Mapping[str, Path]) -> None:
     """Delete every derived file of one encoder (``--rebuild``); its features stay."""
-    for key in ("floor", "train_bank", "val_bank"):
+    for key in DERIVED_FILES:
         if key in paths:
             paths[key].unlink(missing_ok=True)
     if "reference" in paths:
@@ -174,7 +182,7 @@ def discard_outputs(paths: Mapping[str, Path]) -> None:
 def discard_damaged(paths: Mapping[str, Path]) -> list[str]:
     """Delete the derived files of one encoder that fail verification; one note per file."""
     notes = []
-    checks = {"floor": _read_floor, "train_bank": _load_bank, "val_bank": _load_bank}
+    checks = {k: _read_floor if k == "floor" else _load_bank for k in DERIVED_FILES}
     for key, check in checks.items():
         path = paths.get(key)
         if path is None or not path.exists():
@@ -214,6 +222,8 @@ def build_references(
     shard_rows: int = DEFAULT_SHARD_ROWS,
     rebuild: bool = False,
     text_encoder: Any = None,
+    rows: str = "random",
+    first_rows: int = 0,
 ) -> dict[str, BuiltReference]:
     """Extract, build, floor and bank every encoder (see the module docstring); name -> result.
 
@@ -225,6 +235,9 @@ def build_references(
     Derived files that fail verification are deleted and rebuilt; damaged feature shards are
     extracted again (see ``rdmx.reference.extract.repair_features``).
     ``text_encoder``: the text tower τ of a text-joint law (captions come from ``data.captions``).
+    ``rows``: ``"first"`` takes k_rr over the first rows of the train pool and keeps the first
+    ``first_rows`` rows of each split as MMDr's real sets (the release's rule; ``"random"``: seeded
+    subsamples, the bank's rows).
     """
     from rdmx.reference.bundle import build_reference, load_reference, save_reference
     from rdmx.reference.floors import estimate_floor
@@ -238,6 +251,16 @@ def build_references(
         if estimator is None and train_names:
             raise RdmxError("build_references needs a reference request or an estimator")
         estimator_request = estimator.request() if estimator is not None else None
+    if rows not in ROW_RULES:
+        raise RdmxError(f"reference.rows must be one of {ROW_RULES}, got {rows!r}")
+    if rows == "first" and estimator_request is not None and estimator_request.wants_krr:
+        estimator_request = replace(estimator_request, krr_rows="first")
+    for split in SPLITS if rows == "first" else ():
+        have = len(getattr(data, split))
+        if first_rows > have:
+            raise RdmxError(f"reference.rows = 'first' takes MMDr's real rows as the first eval.mmd_n = {first_rows:,} "
+                            f"rows of each split, and the {split} split has {have:,}: lower eval.mmd_n (or eval.n) to "
+                            f"at most {have:,}")
     kind = _joint_kind(joint)
     device = torch.device(device) if device is not None else torch.device("cpu")
     data_fp = data.fingerprint()
@@ -256,11 +279,14 @@ def build_references(
         paths = {f"{s}_features": feature_dirs[s][name] for s in SPLITS}
         for split in SPLITS:
             paths[f"{split}_bank"] = cache / "banks" / f"{efp}-{data_fp}-{split}-n{eval_rows}-s{seed}.safetensors"
+            if rows == "first" and first_rows:
+                paths[f"{split}_first"] = cache / "banks" / f"{efp}-{data_fp}-{split}-first{first_rows}.safetensors"
         if name in train_names:
             paths["reference"] = cache / "references" / f"{efp}-{data_fp}-{req_fp}-{jkey}"
             if floors is not None and estimator is not None:
-                draws, rows = floors
-                paths["floor"] = cache / "floors" / f"{efp}-{data_fp}-{req_fp}-{jkey}-{est_fp}-d{draws}-n{rows}-s{seed}.json"
+                draws, floor_rows = floors
+                paths["floor"] = (cache / "floors" /
+                                  f"{efp}-{data_fp}-{req_fp}-{jkey}-{est_fp}-d{draws}-n{floor_rows}-s{seed}.json")
         plan[name] = paths
 
     if rank == 0:  # damaged derived files are discarded (and rebuilt below), never used
@@ -306,13 +332,13 @@ def build_references(
                                                        data_fingerprint=data_fp, device=device)
                 made[name] = ref
                 val_feats, val_labels = FeatureSet.open(paths["val_features"]).load_all()
-                draws, rows = floors
+                draws, floor_rows = floors
                 val_cond = _condition(kind, val_labels, None if tau is None else tau["val"])
                 value = estimate_floor(estimator, ref, val_feats.to(device),
                                        None if val_cond is None else val_cond.to(device),
-                                       draws=draws, n=rows, seed=seed)
+                                       draws=draws, n=floor_rows, seed=seed)
                 paths["floor"].parent.mkdir(parents=True, exist_ok=True)
-                write_sealed_json(paths["floor"], {"floor": value, "draws": draws, "rows": rows, "seed": seed,
+                write_sealed_json(paths["floor"], {"floor": value, "draws": draws, "rows": floor_rows, "seed": seed,
                                                    "file": paths["floor"].name,
                                                    "estimator": repr(estimator)})
             for split in SPLITS:
@@ -323,6 +349,12 @@ def build_references(
                     bank.parent.mkdir(parents=True, exist_ok=True)
                     save_tensors(bank, {"features": feats, "labels": labels},
                                         {"rows": str(len(feats)), "seed": str(seed), "split": split, "file": bank.name})
+                head = paths.get(f"{split}_first")
+                if head is not None and not head.exists():
+                    feats, labels = FeatureSet.open(paths[f"{split}_features"]).take(np.arange(first_rows))
+                    head.parent.mkdir(parents=True, exist_ok=True)
+                    save_tensors(head, {"features": feats, "labels": labels},
+                                 {"rows": str(len(feats)), "rule": "first", "split": split, "file": head.name})
     _barrier()
 
     out = {}
@@ -337,9 +369,11 @@ def build_references(
         floor = _read_floor(paths["floor"]) if "floor" in paths else None
         train_bank, train_labels = _load_bank(paths["train_bank"])
         val_bank, val_labels = _load_bank(paths["val_bank"])
+        first = {s: _load_bank(paths[f"{s}_first"])[0] if f"{s}_first" in paths else None for s in SPLITS}
         out[name] = BuiltReference(
             name=name, role="train" if name in train_names else "heldout", encoder_fingerprint=enc.fingerprint,
             data_fingerprint=data_fp, reference=ref, floor=floor, train_bank=train_bank, val_bank=val_bank,
             train_bank_labels=train_labels, val_bank_labels=val_labels, paths=paths, captions=tau,
+            train_first=first["train"], val_first=first["val"],
         )
     return out

@@ -219,8 +219,13 @@ def build_reference(
     nystrom = request.landmarks > 0
     k = max(request.sigma_subsample, request.bank)
     if nystrom:
-        k = max(k, request.kmeans_subsample, request.krr_subsample)
+        k = max(k, request.kmeans_subsample)
+    if request.wants_krr:
+        k = max(k, request.krr_subsample)
     reservoir = _Reservoir(k, gen)
+    first = request.wants_krr and request.krr_rows == "first"
+    head_feats: list[torch.Tensor] = []  # rule "first": k_rr's rows, the first of the stream in its order
+    head_cond: list[torch.Tensor] = []
 
     # pass 1: reservoir subsample, row count, condition shape
     rows, dim, cond_dim, max_class, with_cond = 0, None, None, None, None
@@ -239,9 +244,18 @@ def build_reference(
             else:
                 cond_dim = cond.shape[1]
         reservoir.add(feats, cond)
+        if first and rows < request.krr_subsample:
+            take = request.krr_subsample - rows
+            head_feats.append(feats[:take].clone())
+            if cond is not None:
+                head_cond.append(cond[:take].clone())
         rows += feats.shape[0]
     if rows < 2:
         raise RdmxError(f"a reference needs at least 2 real rows; the stream gave {rows}")
+    if first and request.krr_subsample > rows:
+        raise RdmxError(f"reference.rows = 'first' takes k_rr over the first estimator.krr_subsample = "
+                        f"{request.krr_subsample:,} rows of the train pool, which has {rows:,}: lower "
+                        f"estimator.krr_subsample to at most {rows:,}")
     if joint.kind != "marginal" and not with_cond:
         raise RdmxError(f"a {joint.kind}-joint reference needs conditions in the real data stream")
 
@@ -276,7 +290,12 @@ def build_reference(
         ref.landmarks = kmeans(
             head(request.kmeans_subsample), request.landmarks, iters=request.kmeans_iters, seed=request.seed
         ).contiguous()
-        krr_rows = head(request.krr_subsample, torch.float64)
+    if request.wants_krr:
+        if first:
+            krr_cond = torch.cat(head_cond).to(device) if head_cond else None
+            krr_rows = combine(torch.cat(head_feats).to(device, torch.float64), krr_cond, params)
+        else:
+            krr_rows = head(request.krr_subsample, torch.float64)
         with torch.no_grad():
             ref.k_rr = kernel_sum(krr_rows, None, sigmas, block_elems=block_elems) / krr_rows.shape[0] ** 2
     dj = ref.joint_dim

@@ -135,8 +135,10 @@ def evaluate_generator(
     train = {k: refs[k].train_bank for k in encoders}
     val = {k: refs[k].val_bank for k in encoders}
     # each encoder's three sets are cut to min(n, bank rows) by seeded subsamples (mmd_n for MMDr)
+    first = {k: (refs[k].train_first, refs[k].val_first) for k in encoders
+             if getattr(refs[k], "train_first", None) is not None}  # reference.rows = "first": MMDr's real rows
     result = evaluate_features(feats, train, val, dict(roles), n=n, mmd_n=e.mmd_n, directions=e.directions,
-                               seed=e.seed, metrics=tuple(e.suite), device=device)
+                               seed=e.seed, metrics=tuple(e.suite), device=device, mmd_first=first or None)
     if text is not None and cond is not None:
         _add_text_joint(result, text, feats, all_cond, refs, roles, e, n, device)
     if metrics:

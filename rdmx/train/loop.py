@@ -191,6 +191,7 @@ class Trainer:
             floors=(r.reference.floor_draws, r.reference.floor_rows), eval_rows=r.eval.bank_rows(),
             seed=r.seed, device=self.c.device, progress=self.progress,
             batch_size=r.reference.batch_size, num_workers=r.reference.workers, text_encoder=self.c.text_encoder,
+            **r.reference.real_rows(r.eval),
         )
         if r.joint.kind == "text":
             from rdmx.reference.text import prompt_conditions
@@ -233,6 +234,7 @@ class Trainer:
         if ev is not None:
             self.last_samples = ev.samples
             self.mmd_protocol = ev.result.settings.get("mmd_protocol")
+            self.mmd_real_rows = ev.result.settings.get("mmd_real_rows")
             metrics = {f"eval/{k}": v for k, v in ev.scalars().items()}
         if self.ema is not None and "ema" in self.ema.averages and step > 0:  # the EMA, on the same samples' noise
             with self.ema.swapped_in("ema"), self.out_of_memory(f"the EMA's evaluation at step {step}", "eval.chunk",
@@ -629,7 +631,8 @@ class Trainer:
             "wall_time_s": round(wall, 2),
             "initial": first_eval,
             "final": final,
-            "eval_protocol": {"mmd_r": getattr(self, "mmd_protocol", None)},
+            "eval_protocol": {"mmd_r": getattr(self, "mmd_protocol", None),
+                              "mmd_r_real_rows": getattr(self, "mmd_real_rows", None)},
             "final_loss": self.state.history[-1]["loss"] if self.state.history else None,
             "sample_grid": str(grid) if grid else None,
             "checkpoint": str(ckpt),
