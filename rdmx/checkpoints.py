@@ -130,7 +130,7 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None,
                         out: Path | None = None, suite=None, progress: bool = True, log: bool = True,
                         fid: bool = False, prompts: list[str] | None = None, per_prompt: int = 1,
                         baseline: str | Path | None = None, baseline_set: list[str] | None = None,
-                        weights: str = "auto", eval_set: list[str] | None = None):
+                        weights: str = "auto", eval_set: list[str] | None = None, class_prompts: str | None = None):
     """SW_rK (all / training / held-out encoders), MMDr and FD of a checkpoint's samples
     (``suite`` overrides the recipe's ``eval.suite``; ``fid`` adds FID-50K with torch-fidelity's
     Inception); the text-joint SW_r / MMDr too when the recipe matches the text-joint law.
@@ -141,8 +141,10 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None,
     recipe's metrics, e.g. PickScore, score them against their prompts); ``baseline`` (a checkpoint
     or ``"base"``) renders the same noise and prompts for win rates; ``baseline_set`` builds the
     baseline's generator from the recipe with these overrides (e.g. ``generator.steps=4``: the
-    four-step teacher against the one-step student). Writes ``out/eval.json``; logs to the MLflow
-    run that made the checkpoint when tracking is on."""
+    four-step teacher against the one-step student). ``class_prompts`` (a class-conditional
+    generator, e.g. "a photo of a {class}"): ``per_prompt`` samples of every class, which the metrics
+    score against the class's prompt (the paper's Fig. 6). Writes ``out/eval.json``; logs to the
+    MLflow run that made the checkpoint when tracking is on."""
     from rdmx.files import write_json
     from rdmx.reference.build import build_references
     from rdmx.train.evaluation import EVAL_NOISE_SALT, text_joint_eval
@@ -179,6 +181,13 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None,
         comp.generator.set_prompts(prompts)
         cond = torch.arange(len(prompts), device=comp.device).repeat_interleave(per_prompt)
         r_eval = r_eval.model_copy(update={"n": len(cond), "mmd_n": min(r_eval.mmd_n or len(cond), len(cond))})
+    label_texts, names_from = None, None
+    if class_prompts is not None:
+        from rdmx.data.prompts import class_prompts as make_class_prompts
+
+        label_texts, names_from = make_class_prompts(class_prompts, comp.info.num_classes, comp.info.class_names)
+        cond = torch.arange(len(label_texts), device=comp.device).repeat_interleave(per_prompt)
+        r_eval = r_eval.model_copy(update={"n": len(cond), "mmd_n": min(r_eval.mmd_n or len(cond), len(cond))})
     refs = build_references(
         comp.data, comp.encoders, None, cache_dir=r.reference.cache_dir, train_names=[], floors=None,
         eval_rows=r_eval.bank_rows(), seed=r.seed, device=comp.device, progress=progress,
@@ -193,7 +202,8 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None,
             del baseline_gen
         ev = evaluate_generator(comp.generator, comp.encoders, comp.roles, refs, r_eval, chunk=chunk,
                                 device=comp.device, metrics=comp.metrics, data=comp.data, step=step_of(ckpt),
-                                text=text_joint_eval(comp, r, refs), cond=cond, reference_samples=reference)
+                                text=text_joint_eval(comp, r, refs), cond=cond, reference_samples=reference,
+                                label_texts=label_texts)
     result = ev.result
     result.settings["checkpoint"] = str(checkpoint) if not is_base(checkpoint) else "(the recipe's generator)"
     result.settings["step"] = step_of(ckpt)
@@ -202,6 +212,9 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None,
         result.settings["eval_set"] = list(eval_set)
     if prompts is not None:
         result.settings["prompts"] = {"count": len(prompts), "per_prompt": per_prompt}
+    if class_prompts is not None:
+        result.settings["class_prompts"] = {"template": class_prompts, "classes": len(label_texts),
+                                            "per_class": per_prompt, "names": names_from}
     if baseline is not None:
         result.settings["baseline"] = str(baseline) + (f" [{', '.join(baseline_set)}]" if baseline_set else "")
     if out is not None:

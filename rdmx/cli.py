@@ -351,7 +351,11 @@ def eval_cmd(
     prompts: Annotated[Optional[Path], typer.Option("--prompts", help="text-to-image: evaluate on these prompts "
                                                     "(e.g. COCO-val captions, Pick-a-Pic test prompts)")] = None,
     key: Annotated[str, typer.Option("--key", help="prompt field of a .jsonl/.csv prompt file")] = "prompt",
-    per_prompt: Annotated[int, typer.Option("--per-prompt", min=1, help="samples per prompt with --prompts")] = 1,
+    per_prompt: Annotated[int, typer.Option("--per-prompt", min=1, help="samples per prompt with --prompts "
+                                            "(per class with --class-prompts)")] = 1,
+    class_prompts: Annotated[Optional[str], typer.Option("--class-prompts", help="class-conditional: every class "
+                             "--per-prompt times, scored against this template, e.g. 'a photo of a {class}' "
+                             "(ImageNet names: torchvision's list; the paper's Fig. 6)")] = None,
     baseline: Annotated[Optional[Path], typer.Option("--baseline", help="checkpoint (or 'base') rendered from the "
                                                      "same noise and prompts: metrics report win rates over it")] = None,
     baseline_set: Annotated[Optional[list[str]], typer.Option("--baseline-set", help="override for the baseline's "
@@ -372,6 +376,9 @@ def eval_cmd(
 
     resolved = load_recipe(recipe, set_)
     pool = None
+    if prompts is not None and class_prompts is not None:
+        raise RdmxError("--prompts and --class-prompts exclude each other: prompts for a text-to-image generator, "
+                        "class prompts for a class-conditional one")
     if prompts is not None:
         from rdmx.data.prompts import read_prompts
 
@@ -380,7 +387,7 @@ def eval_cmd(
             pool = pool[:n]
     result = evaluate_checkpoint(resolved, checkpoint, n=n, out=out, progress=not no_progress, prompts=pool, fid=fid,
                                  per_prompt=per_prompt, baseline=baseline, baseline_set=baseline_set, weights=weights,
-                                 eval_set=eval_set)
+                                 eval_set=eval_set, class_prompts=class_prompts)
     result.render(_console(), title=f"{resolved.recipe.name} @ step {result.settings['step']} "
                                     f"({result.settings['weights']} weights)")
     extra = {k: v for k, v in result.summary.items() if not k.startswith(("sw_rK", "mmd_r"))}

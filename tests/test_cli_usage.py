@@ -25,6 +25,7 @@ def _call(capsys, *args: str) -> tuple[int, str, str]:
     (("list", "encoders", "--jsn"), "Possible options: --json"),
     (("reference", "build"), "Missing argument 'recipe'"),
     (("weights", "fetch"), "Missing argument 'names'"),
+    (("eval", "recipes/quickstart.toml", "--prompts", "p.txt", "--class-prompts", "a {class}"), "exclude each other"),
 ])
 def test_usage_errors_are_one_line_exit_2(capsys, args, message):
     code, out, err = _call(capsys, *args)

@@ -118,3 +118,31 @@ def prompt_pool(paths: str | Sequence[str], repeat: int | Sequence[int] = 1, *, 
     for p, r in zip(paths, repeats, strict=True):
         prompts.extend(read_prompts(p, key=key, on_empty=on_empty) * int(r))
     return PromptPool(tuple(prompts), tuple(str(p) for p in paths))
+
+
+def imagenet_class_names() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names in class-id order (sorted WordNet ids), as torchvision ships them."""
+    try:
+        from torchvision.models._meta import _IMAGENET_CATEGORIES
+    except ImportError:
+        raise RdmxError("ImageNet class names come from torchvision's category list: pip install torchvision") from None
+    return tuple(_IMAGENET_CATEGORIES)
+
+
+def class_prompts(template: str, num_classes: int, data_names: Sequence[str] = ()) -> tuple[list[str], str]:
+    """One prompt per class id, ``template`` with ``{class}`` replaced by the class name: torchvision's
+    ImageNet names for a 1000-class generator, else the data's class names. Returns the prompts and
+    where the names came from."""
+    if "{class}" not in template:
+        raise RdmxError(f"--class-prompts {template!r}: the template needs '{{class}}' where the class name goes, "
+                        f"e.g. 'a photo of a {{class}}'")
+    if num_classes <= 0:
+        raise RdmxError("--class-prompts needs a class-conditional generator (this recipe's data has no classes)")
+    if num_classes == 1000:
+        names, source = imagenet_class_names(), "torchvision's ImageNet-1k categories"
+    elif len(data_names) == num_classes:
+        names, source = tuple(data_names), "the data's class names"
+    else:
+        raise RdmxError(f"--class-prompts: the generator has {num_classes} classes and the data names "
+                        f"{len(data_names)} of them")
+    return [template.replace("{class}", name) for name in names], source

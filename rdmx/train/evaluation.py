@@ -5,7 +5,7 @@ sees the training objective."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,14 +81,15 @@ def evaluate_generator(
     generator, encoders: Mapping[str, torch.nn.Module], roles: Mapping[str, str], refs: Mapping[str, Any],
     eval_config, *, chunk: int, device: torch.device, metrics=(), data=None, step: int | None = None,
     text: TextJointEval | None = None, cond: torch.Tensor | None = None, reference_samples=None,
-    keep_samples: bool = False, dist=None,
+    keep_samples: bool = False, dist=None, label_texts: Sequence[str] | None = None,
 ) -> Evaluation | None:
     """``eval_config`` is the recipe's ``[eval]`` block; ``refs`` hold each encoder's banks; samples
     are generated and encoded ``chunk`` at a time, without gradients.
 
     ``cond`` fixes the samples' conditions (e.g. every prompt of an evaluation set, ``len(cond)``
     samples); ``reference_samples`` (a baseline's images from the same noise and conditions) go to
-    the metrics (win rates); ``text`` adds the text-joint SW_r / MMDr (keys ``*_text``).
+    the metrics (win rates); ``text`` adds the text-joint SW_r / MMDr (keys ``*_text``);
+    ``label_texts`` (one per condition id, e.g. class prompts) are the text the metrics see.
 
     Under torchrun every rank must call this (the ranks share the generation, see
     :func:`rdmx.train.sampling.generate_features`); rank 0 computes the metrics and returns them,
@@ -142,7 +143,7 @@ def evaluate_generator(
     if text is not None and cond is not None:
         _add_text_joint(result, text, feats, all_cond, refs, roles, e, n, device)
     if metrics:
-        prompts = getattr(generator, "prompts", ())
+        prompts = label_texts or getattr(generator, "prompts", ())
         labels = None if cond is None else ([prompts[i] for i in cond.tolist()] if prompts else cond.cpu())
         ctx = EvalContext(
             features={k: EncoderFeatures(feats[k], train[k], val[k], roles[k]) for k in encoders},
