@@ -124,6 +124,11 @@ class Qwen3PromptEncoder:
             model = model.to(self.dtype)
         else:
             model = Qwen3ForCausalLM.from_pretrained(str(src.encoder_dir), dtype=self.dtype, local_files_only=True)
+        positions = getattr(model.config, "max_position_embeddings", None)
+        if positions is not None and self.ctx_len > positions:
+            raise RdmxError(f"generator 'flux2-klein': generator.ctx_len = {self.ctx_len} prompt tokens, but the text "
+                            f"encoder takes at most {positions} positions: lower generator.ctx_len (the release: 48 "
+                            f"to train, 232 for its PickScore protocol)")
         need = max(self.layers)
         if need > model.config.num_hidden_layers:
             raise RdmxError(f"generator 'flux2-klein': text_layers ask for hidden state {need}, the text encoder "

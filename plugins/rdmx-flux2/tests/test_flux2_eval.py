@@ -11,6 +11,7 @@ import torch
 
 from flux2_tiny import make_workspace, t2i_recipe
 from rdmx.checkpoints import BASE, evaluate_checkpoint, geneval_checkpoint, load_generator
+from rdmx.errors import RdmxError
 from rdmx.evaluate.joint import text_joint_sets
 from rdmx.evaluate.suite import evaluate_features
 from rdmx.samples import GENEVAL_SEED_BASE, seeded_noise
@@ -164,3 +165,7 @@ def test_pickscore_with_the_releases_context_length_is_an_evaluation_option(run)
     images, _ = generate(comp.generator, 6, resolved.recipe.eval.seed + EVAL_NOISE_SALT, 4, comp.device, cond=cond)
     scores = comp.metrics[0].scorer.score(images, [PROMPTS[i] for i in cond.tolist()])
     assert long.summary["pickscore"] == pytest.approx(float(scores.double().mean()), rel=1e-5)
+    # a length the tiny Qwen3 (256 positions) cannot take: one line naming the setting
+    with pytest.raises(RdmxError, match=r"generator.ctx_len = 300 prompt tokens, but the text encoder takes at most 256"):
+        evaluate_checkpoint(resolved, ckpt, prompts=PROMPTS, per_prompt=1, log=False, progress=False,
+                            eval_set=["generator.ctx_len=300"])
