@@ -219,7 +219,7 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None,
         result.settings["baseline"] = str(baseline) + (f" [{', '.join(baseline_set)}]" if baseline_set else "")
     if out is not None:
         write_json(Path(out) / "eval.json", result.to_dict())
-    if log and r.tracking.backend != "none":
+    if log and r.tracking.names() != ["none"]:
         from rdmx.track.base import make_tracker
 
         tracker = make_tracker(resolved)

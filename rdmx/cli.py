@@ -337,7 +337,7 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
             con.print(f"MMDr {summary['eval_protocol']['mmd_r']}")
         if summary.get("sample_grid"):
             con.print(f"samples: {summary['sample_grid']}")
-    con.print(f"summary: {out_dir / 'summary.json'}   MLflow run: {summary.get('run_id') or '(tracking off)'}")
+    con.print(f"summary: {out_dir / 'summary.json'}   tracking run: {summary.get('run_id') or '(tracking off)'}")
 
 
 @app.command("eval")

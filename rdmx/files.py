@@ -361,46 +361,45 @@ def load_torch(path: str | Path, *, what: str = "", remedy: str = "", verify: bo
 
 class FolderLock:
     """An exclusive lock on a folder (``<folder>/.lock``, holding the owner's PID) for as long as a
-    run uses it; the operating system releases it when the process ends, however it ends."""
+    run uses it, through ``filelock``; the operating system releases it when the process ends,
+    however it ends."""
 
     def __init__(self, folder: str | Path, enabled: bool = True):
         self.path = Path(folder) / ".lock"
         self.enabled = enabled
-        self._file = None
+        self._lock = None
 
     def __enter__(self) -> FolderLock:
         if not self.enabled:
             return self
-        import fcntl
+        from filelock import FileLock, Timeout
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         refuse_link(self.path)
-        try:  # never through a link planted there after the check (O_NOFOLLOW)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                refuse_link(self.path)
-            raise
-        f = os.fdopen(fd, "r+")
+
+        def own(fd: int) -> None:  # the holder's PID, for whoever finds the folder taken
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+
+        lock = FileLock(self.path, timeout=0, thread_local=False, fallback_to_soft=False,
+                        preserve_lock_file=True, on_acquired=own)
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "unknown"
-            f.close()
+            lock.acquire()
+        except Timeout:
+            try:
+                holder = self.path.read_text().strip() or "unknown"
+            except OSError:
+                holder = "unknown"
             raise RdmxError(f"{self.path.parent} is in use by another rdmx run (PID {holder}); wait for it "
                             f"to finish, or give this run another --out") from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        self._file = f
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # a link planted after the check: never followed (O_NOFOLLOW)
+                refuse_link(self.path)
+            raise
+        self._lock = lock
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._file is not None:
-            import fcntl
-
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None

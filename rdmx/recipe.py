@@ -16,6 +16,7 @@ import math
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -276,14 +277,64 @@ class ReferenceConfig(_Strict):
 class TrackingConfig(BaseModel):
     """``backend`` names a registered tracker (mlflow, none, or a plugin's); ``run_name`` is
     common to all; every other key is the tracker's option (e.g. mlflow's ``uri``,
-    ``experiment``), validated by its config model."""
+    ``experiment``), validated by its config model.
+
+    ``backends = ["mlflow", "wandb"]`` tracks to several at once; each one's options then go in
+    a table of its own name (``[tracking.wandb] project = "..."``)."""
 
     model_config = ConfigDict(extra="allow", strict=True)
     backend: str = "mlflow"
+    backends: list[str] | None = Field(None, description="several trackers at once (instead of backend)")
     run_name: str | None = None
+
+    def names(self) -> list[str]:
+        """The trackers this table asks for, in order (``none`` alone means tracking off)."""
+        return list(self.backends) if self.backends else [self.backend]
+
+    def blocks(self, accepts: Callable[[str], set[str]] = lambda name: set(),
+               known: set[str] = frozenset()) -> list[tuple[str, str, dict[str, Any]]]:
+        """(config path, tracker name, options) of every tracker: one ``tracking`` block for
+        ``backend``, a ``tracking.<name>`` block per entry of ``backends``. A tracker gets the flat
+        keys its config declares (``accepts(name)``) and, among several, its own table's keys; a
+        flat key of another registered tracker (``known``) is left to that one, so switching
+        trackers never needs the table edited, and a key no tracker knows stays (to be reported)."""
+        extra = self.model_extra or {}
+        names = self.names()
+        flat = {k: v for k, v in extra.items() if not (self.backends and k in self.backends)}
+        out = []
+        for n in names:
+            fields = accepts(n)
+            mine = {k: v for k, v in flat.items() if k in fields or (k not in known and not self.backends)}
+            if self.backends:
+                out.append((f"tracking.{n}", n, {**mine, **(extra.get(n) or {})}))
+            else:
+                out.append(("tracking", n, mine))
+        return out
+
+    def unclaimed(self, accepts: Callable[[str], set[str]], known: set[str]) -> list[str]:
+        """Flat keys that no tracker knows, among several backends (a typo)."""
+        if not self.backends:
+            return []
+        return [k for k in (self.model_extra or {}) if k not in self.backends and k not in known]
 
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _several(self) -> TrackingConfig:
+        if self.backends is None:
+            return self
+        if not self.backends:
+            raise ValueError("tracking.backends: needs at least one tracker name")
+        if len(set(self.backends)) != len(self.backends):
+            raise ValueError(f"tracking.backends: {self.backends} names a tracker twice")
+        if "backend" in self.model_fields_set and self.backend not in self.backends:
+            raise ValueError(f"tracking: backend = {self.backend!r} is not among backends = {self.backends}; "
+                             f"give one tracker (backend) or several (backends)")
+        for key in self.backends:
+            if not isinstance((self.model_extra or {}).get(key, {}), dict):
+                raise ValueError(f"tracking.{key}: must be a table of {key}'s options")
+        return self
 
 
 class JointBlock(JointSpec):
@@ -355,6 +406,12 @@ class ResolvedRecipe:
             out["train"].pop("ema", None)
         if out["joint"].get("text_encoder") is None:
             out["joint"].pop("text_encoder", None)
+        tracking = self.recipe.tracking
+        if tracking.backends:  # each tracker's resolved options in a table of its name
+            out["tracking"] = {"backends": list(tracking.backends), "run_name": tracking.run_name,
+                               **{n: {} for n in tracking.backends}}
+        else:
+            out["tracking"].pop("backends", None)
         for path, cfg in self.configs.items():
             block = _get_path(out, path)
             keep = {k: block[k] for k in _RESERVED if k in block}
@@ -393,6 +450,20 @@ class ResolvedRecipe:
 
     def config(self, path: str) -> BaseModel:
         return self.configs[path]
+
+
+def tracker_fields(plugins) -> tuple[Callable[[str], set[str]], set[str]]:
+    """(name → the option names of that registered tracker's config (empty if unknown), the
+    option names of every registered tracker but ``run_name``/``backend``/``backends``)."""
+
+    def accepts(name: str) -> set[str]:
+        try:
+            return set(plugins.get("trackers", name).config.model_fields)
+        except RdmxError:
+            return set()
+
+    known = set().union(*(accepts(n) for n in plugins.registry("trackers").names()))
+    return accepts, known - set(TrackingConfig.model_fields)
 
 
 # -- paths ---------------------------------------------------------------------------------
@@ -571,14 +642,21 @@ def validate_recipe(raw: dict[str, Any], source: str = "recipe", plugins=None, c
     if recipe.joint.text_encoder is not None:
         blocks.append(("joint.text_encoder", "encoders", recipe.joint.text_encoder.name,
                        recipe.joint.text_encoder.options()))
-    blocks.append(("tracking", "trackers", recipe.tracking.backend, recipe.tracking.options()))
-    problems: list[tuple[str, str, str]] = []
+    accepts, known = tracker_fields(plugins)
+    blocks += [(path, "trackers", name, options)
+               for path, name, options in recipe.tracking.blocks(accepts, known)]
+    problems: list[tuple[str, str, str]] = [
+        (f"tracking.{k}", "extra_forbidden", f"{source}: tracking.{k}: no tracker has this option (backends = "
+         f"{recipe.tracking.backends}; a tracker's own options may go in [tracking.<name>])")
+        for k in recipe.tracking.unclaimed(accepts, known)]
     for path, kind, name, options in blocks:
-        key = "backend" if kind == "trackers" else "name"
+        where = f"{path}.name"
+        if kind == "trackers":
+            where = "tracking.backends" if recipe.tracking.backends else "tracking.backend"
         try:
-            entry = plugins.get(kind, name, where=f"{source}: {path}.{key}")
+            entry = plugins.get(kind, name, where=f"{source}: {where}")
         except RdmxError as exc:
-            problems.append((f"{path}.{key}", "unknown_name", str(exc)))
+            problems.append((where, "unknown_name", str(exc)))
             continue
         try:
             configs[path] = entry.config.model_validate(options)

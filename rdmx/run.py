@@ -221,6 +221,7 @@ def run_one(resolved: ResolvedRecipe, out: Path, tracker: Tracker, progress: boo
             summary["run_id"] = tracker.run_id
             if main:
                 write_json(out / "summary.json", summary)
+                tracker.log_summary(summary)
             if not summary.get("trained", True):  # every number of it is the step-0 generator's
                 raise RdmxError(f"{out}: {trainer.untrained_message()}")
             status = "FINISHED"

@@ -45,6 +45,12 @@ class Tracker(abc.ABC):
     def end(self, status: str = "FINISHED") -> None:
         """Close the run."""
 
+    def log_summary(self, summary: Mapping[str, Any]) -> None:
+        """Record the run's final summary (``summary.json``'s content)."""
+
+    def use_folder(self, out: Path) -> None:
+        """The run folder of the next run (trackers that write beside it may use it)."""
+
     def logged_steps(self) -> dict[str, int]:
         """The last step logged for each metric of the current (resumed) run; {} if unknown."""
         return {}
@@ -75,10 +81,17 @@ def build_null_tracker(config=None) -> NullTracker:
 
 
 def make_tracker(resolved) -> Tracker:
-    """The tracker a resolved recipe's ``[tracking]`` table asks for (its ``backend`` names a
-    registered tracker; the other keys are that tracker's validated config)."""
+    """The tracker a resolved recipe's ``[tracking]`` table asks for: ``backend`` names a
+    registered tracker whose validated config is the table's other keys; ``backends`` names
+    several, tracked to at once (:class:`rdmx.track.multi.MultiTracker`)."""
     from rdmx.plugins import get_plugins
 
-    backend = resolved.recipe.tracking.backend
-    entry = get_plugins().get("trackers", backend, where=f"{resolved.source}: tracking.backend")
-    return entry.build(resolved.config("tracking"))
+    tracking = resolved.recipe.tracking
+    where = "tracking.backends" if tracking.backends else "tracking.backend"
+    built = [(name, get_plugins().get("trackers", name, where=f"{resolved.source}: {where}").build(resolved.config(path)))
+             for path, name, _ in tracking.blocks()]
+    if len(built) == 1:
+        return built[0][1]
+    from rdmx.track.multi import MultiTracker
+
+    return MultiTracker(built)

@@ -66,16 +66,12 @@ def store_lock(uri: str):
     if not uri.startswith("sqlite:///"):
         yield
         return
-    import fcntl
+    from filelock import FileLock
 
     db = Path(uri.removeprefix("sqlite:///"))
     db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(f".{db.name}.lock"), "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with FileLock(db.with_name(f".{db.name}.lock"), preserve_lock_file=True):
+        yield
 
 
 class MlflowTracker(Tracker):
@@ -124,6 +120,9 @@ class MlflowTracker(Tracker):
 
     def log_artifact(self, path: str | Path, subdir: str | None = None):
         self.mlflow.log_artifact(str(path), artifact_path=subdir)
+
+    def log_summary(self, summary):
+        self.mlflow.log_dict(dict(summary), "summary.json")
 
     def logged_steps(self) -> dict[str, int]:
         client = self.client()

@@ -96,8 +96,9 @@ class SafeTracker(Tracker):
     """A tracker whose failures are retried, buffered and reported, never raised (see module doc)."""
 
     def __init__(self, inner: Tracker, local: Path | None = None, tries: int = 3, pause: float = 0.5,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, label: str = ""):
         self.inner = inner
+        self.label = f"tracking ({label})" if label else "tracking"
         self.local = LocalMetrics(local) if local is not None else None
         self.tries, self.pause, self.sleep = tries, pause, sleep
         self.pending: deque[tuple[dict[str, float], int]] = deque(maxlen=BUFFER_ROWS)
@@ -118,8 +119,8 @@ class SafeTracker(Tracker):
                     self.sleep(self.pause * (2**attempt))
         if what not in self.warned:
             self.warned.add(what)
-            warn(f"tracking: {what} failed after {self.tries} tries ({type(err).__name__}: {err}); "
-                 f"training goes on, metrics are kept in {self.local.path if self.local else 'memory'}")
+            warn(f"{self.label}: {what} failed after {self.tries} tries ({type(err).__name__}: {err}); "
+                 f"training goes on" + (f", metrics are kept in {self.local.path}" if self.local else ""))
         return False, None
 
     def use_folder(self, out: Path, resume_step: int | None = None) -> None:
@@ -127,6 +128,7 @@ class SafeTracker(Tracker):
         ``resume_step`` (the checkpoint's step; None: the run starts over and keeps none)."""
         self.local = LocalMetrics(Path(out) / "metrics.jsonl")
         self.local.rewind(resume_step)
+        self._call("using the run folder", lambda: self.inner.use_folder(Path(out)))
 
     @property
     def run_id(self) -> str | None:  # type: ignore[override]
@@ -170,13 +172,17 @@ class SafeTracker(Tracker):
         if not self.broken:
             self._call(f"storing the artifact {Path(path).name}", lambda: self.inner.log_artifact(path, subdir))
 
+    def log_summary(self, summary):
+        if not self.broken:
+            self._call("storing the summary", lambda: self.inner.log_summary(summary))
+
     def end(self, status="FINISHED"):
         if self.broken:
             return
         if self.pending:
             self.log_metrics({}, 0)  # a last try for what is buffered
         if self.pending:
-            warn(f"tracking: {sum(len(r) for r, _ in self.pending)} metric values could not be sent; "
+            warn(f"{self.label}: {sum(len(r) for r, _ in self.pending)} metric values could not be sent; "
                  f"they are in {self.local.path if self.local else 'no file'}")
         self._call("closing the run", lambda: self.inner.end(status))
 

@@ -1,0 +1,1 @@
+"""rdmx-wandb: Weights & Biases as an rdmx tracker."""
