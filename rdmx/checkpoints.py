@@ -145,6 +145,7 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None,
     generator, e.g. "a photo of a {class}"): ``per_prompt`` samples of every class, which the metrics
     score against the class's prompt (the paper's Fig. 6). Writes ``out/eval.json``; logs to the
     MLflow run that made the checkpoint when tracking is on."""
+    from rdmx.evaluate.protocol import NOT_PROTOCOL, eval_protocol
     from rdmx.files import write_json
     from rdmx.reference.build import build_references
     from rdmx.train.evaluation import EVAL_NOISE_SALT, text_joint_eval
@@ -217,6 +218,12 @@ def evaluate_checkpoint(resolved: ResolvedRecipe, checkpoint: str | Path | None,
                                             "per_class": per_prompt, "names": names_from}
     if baseline is not None:
         result.settings["baseline"] = str(baseline) + (f" [{', '.join(baseline_set)}]" if baseline_set else "")
+    metric_blocks = [{k: v for k, v in m.items() if k not in NOT_PROTOCOL}
+                     for m in resolved.to_dict()["eval"]["metrics"]] + ([{"name": "fid", "n": n}] if fid else [])
+    result.settings["protocol"] = eval_protocol(
+        r, r_eval, comp.encoders, comp.roles, refs, result.settings, metric_blocks,
+        prompts=result.settings.get("prompts"), class_prompts=result.settings.get("class_prompts"),
+        text_joint=result.settings.get("text_joint"))
     if out is not None:
         write_json(Path(out) / "eval.json", result.to_dict())
     if log and r.tracking.names() != ["none"]:

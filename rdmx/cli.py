@@ -472,6 +472,42 @@ def geneval_score_cmd(
     con.print(f"recorded in {render / 'eval.json'}")
 
 
+@app.command("compare-evals")
+def compare_evals_cmd(
+    a: Annotated[Path, typer.Argument(help="an eval.json (or the folder holding it)")],
+    b: Annotated[Path, typer.Argument(help="another eval.json (or folder)")],
+    json_out: Annotated[bool, typer.Option("--json", help="the rows as JSON")] = False,
+) -> None:
+    """Two evaluations side by side, refused (naming the field) when their protocols differ:
+    sample counts, seed, quantisation, encoders (fingerprint, weights revision, resize), real data
+    and rows, metrics. Library versions that differ are listed, not refused."""
+    from rich.table import Table
+
+    from rdmx.evaluate.protocol import compare_evals
+
+    rows, versions = compare_evals(a, b)
+    if json_out:
+        typer.echo(json.dumps({"rows": [{"metric": m, "a": x, "b": y} for m, x, y in rows],
+                               "versions": [{"library": k, "a": x, "b": y} for k, x, y in versions]}, indent=1))
+        return
+    table = Table(title="evaluations (same protocol)", caption=f"A = {a}\nB = {b}")
+    for col in ("metric", "A", "B", "B - A"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for metric, x, y in rows:
+        both = isinstance(x, (int, float)) and isinstance(y, (int, float))
+        table.add_row(metric, _num(x), _num(y), _num(y - x) if both else "")
+    con = _console()
+    con.print(table)
+    for lib, x, y in versions:
+        con.print(f"note: {lib} {x or '(absent)'} vs {y or '(absent)'}")
+
+
+def _num(v) -> str:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return "-" if v is None else str(v)
+    return f"{v:.6g}"
+
+
 @app.command("ema")
 def ema_cmd(
     run: Annotated[Path, typer.Argument(help="a run folder whose [train.ema] tracked posthoc profiles")],

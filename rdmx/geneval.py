@@ -74,6 +74,7 @@ def summarise(results: Path) -> dict[str, Any]:
 def score(render: str | Path, *, scorer: str | Path, detector: str | Path, config: str | Path | None = None,
           python: str | None = None) -> dict[str, Any]:
     """Run the official scorer on a render folder and record its result in ``render/eval.json``."""
+    from rdmx.evaluate.protocol import library_versions
     from rdmx.files import read_json, write_json
 
     render, scorer = Path(render), Path(scorer)
@@ -99,8 +100,13 @@ def score(render: str | Path, *, scorer: str | Path, detector: str | Path, confi
         raise RdmxError(f"the GenEval scorer failed (exit {done.returncode}): {last[0][:300]}")
     partial.replace(results)
     summary = summarise(results)
+    made = read_json(render / PROTOCOL_FILE)
+    gen = made["generation"]
+    protocol = {"version": 1, "geneval": {"prompts": gen["prompts"], "samples_per_prompt": gen["samples_per_prompt"],
+                                          "images_scored": summary["images"], "noise_seed": gen["noise_seed"]},
+                "scorer": made["scorer"], "versions": library_versions()}
     record = {"summary": {"geneval": summary["overall"], **{f"geneval/{t}": v for t, v in summary["tasks"].items()}},
-              "settings": {"geneval": {"images": summary["images"], "command": " ".join(cmd),
-                                       "protocol": read_json(render / PROTOCOL_FILE)}}}
+              "settings": {"geneval": {"images": summary["images"], "command": " ".join(cmd), "protocol": made},
+                           "protocol": protocol}}
     write_json(render / "eval.json", record)
     return summary

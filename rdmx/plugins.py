@@ -40,7 +40,7 @@ from rdmx.registry import Entry, Registry, make_register
 ENTRY_POINT_GROUP = "rdmx"
 SLOW_S = float(os.environ.get("RDMX_SLOW_PLUGIN_S", "1.0"))  # a plugin loading longer is named in a warning
 BUILTIN_COMMANDS = ("list", "plugins", "show", "run", "eval", "sample", "ui", "reference", "weights", "ema", "export",
-                    "new", "geneval-score")
+                    "new", "geneval-score", "compare-evals")
 KNOWN_HOOKS = tuple(f"rdmx_register_{k}" for k in KINDS) + (COMMANDS_HOOK,)
 
 

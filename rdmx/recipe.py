@@ -250,6 +250,9 @@ class EvalConfig(_Strict):
         default_factory=lambda: ["sw", "mmdr", "fd"], min_length=1,
         description="SW_rK, MMDr (RFF) and per-encoder FD against the real banks")
     metrics: list[Component] = Field(default_factory=list)
+    quantize: Literal["none", "uint8"] = Field(
+        "none", description="samples before the encoders: none = the generator's float output; uint8 = rounded to "
+        "8-bit levels, as a saved PNG / samples.npz holds them (what evaluating files measures)")
 
     def bank_rows(self) -> int:
         """Real rows per split the evaluation banks need (the largest set any metric uses)."""
@@ -439,6 +442,8 @@ class ResolvedRecipe:
         ref = d.get("reference", {})
         if ref.get("rows") == "random":  # the default: recipes from before the setting keep their fingerprints
             ref.pop("rows")
+        if d.get("eval", {}).get("quantize") == "none":  # likewise
+            d["eval"].pop("quantize")
         if isinstance(ref.get("cache_dir"), str):
             ref["cache_dir"] = os.path.normpath(ref["cache_dir"])
         for key in list(d.get("sweep", {})):

@@ -81,3 +81,42 @@ def test_spiral_sweep_smoke_writes_cells_figure_and_table(tmp_path):
     table = (tmp_path / "sw" / "table.md").read_text()
     assert "mmd-nystrom" in table and "| 32 |" in table
     assert "rdmx (paper)" in table and "(0.98 / 0.158)" in table and "(1.00 / 0.054)" in table  # paper beside rdmx
+
+
+def test_eval_json_records_its_protocol_and_compare_refuses_a_different_one(trained):
+    from rdmx.checkpoints import evaluate_checkpoint
+    from rdmx.recipe import load_recipe
+    from rdmx.train.build import build_components
+
+    tmp, args = trained
+    sets = args[1::2]
+    ckpt = tmp / "run/checkpoints/step-000002"
+
+    def evaluate(out, n=64, *more):
+        evaluate_checkpoint(load_recipe(QUICK, sets), ckpt if out != "base" else None, n=n, out=tmp / f"p-{out}",
+                            log=False, progress=False, eval_set=list(more))
+        return tmp / f"p-{out}" / "eval.json"
+
+    a, base = evaluate("a"), evaluate("base")
+    proto = json.loads(a.read_text())["settings"]["protocol"]
+    comp = build_components(load_recipe(QUICK, sets))
+    assert proto["n"] == 64 and proto["mmd_n"] == 64 and proto["seed"] == 0 and proto["quantize"] == "none"
+    assert {k: v["fingerprint"] for k, v in proto["encoders"].items()} == \
+        {k: e.spec.fingerprint() for k, e in comp.encoders.items()}
+    assert proto["encoders"]["conv-a"]["resize"] == f"{comp.encoders['conv-a'].spec.resize} antialias" and proto["encoders"]["conv-a"]["role"] == "train"
+    assert proto["data"]["fingerprint"] == comp.data.fingerprint() and proto["reference_rows"] == "random"
+    assert proto["versions"]["torch"] == __import__("importlib.metadata").metadata.version("torch")
+    # same protocol: side by side, the numbers as each file holds them
+    res = rdmx("compare-evals", str(a), str(base), "--json", cwd=tmp)
+    assert res.returncode == 0, res.stderr
+    rows = {r["metric"]: (r["a"], r["b"]) for r in json.loads(res.stdout)["rows"]}
+    ea, eb = json.loads(a.read_text()), json.loads(base.read_text())
+    assert rows["sw_rK"] == (ea["summary"]["sw_rK"], eb["summary"]["sw_rK"])
+    assert rows["fd/pixels"] == (ea["encoders"]["pixels"]["fd"], eb["encoders"]["pixels"]["fd"])
+    # a different sample count, or uint8 samples: refused in one line naming the field
+    for other, field in ((evaluate("n48", 48), "n = 64 vs 48"),
+                         (evaluate("q", 64, "eval.quantize=uint8"), 'quantize = "none" vs "uint8"')):
+        res = rdmx("compare-evals", str(a), str(other), cwd=tmp)
+        assert res.returncode != 0 and field in res.stderr and "not comparable" in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr
+    assert json.loads((tmp / "p-q" / "eval.json").read_text())["summary"]["sw_rK"] != ea["summary"]["sw_rK"]

@@ -103,7 +103,8 @@ def evaluate_generator(
     streamed = [m for m in metrics if getattr(m, "stream_samples", 0)]
     try:
         feats, samples, cond = generate_features(generator, encoders, n, e.seed + EVAL_NOISE_SALT, chunk, device,
-                                                 keep_samples=keep_samples or bool(metrics), dist=dist, cond=cond)
+                                                 keep_samples=keep_samples or bool(metrics), dist=dist, cond=cond,
+                                                 quantize=e.quantize)
     except NonFiniteSamples as exc:
         raise RdmxError(f"evaluation{f' at step {step}' if step is not None else ''}: {exc}") from None
     if main:
@@ -119,7 +120,8 @@ def evaluate_generator(
         needed = [m for m in streamed if start < m.stream_samples]
         more_feats, more, more_cond = generate_features(
             generator, encoders if start < e.bank_rows() else {}, rows,
-            e.seed + EVAL_NOISE_SALT + EXTRA_NOISE_SALT + i, chunk, device, keep_samples=bool(needed), dist=dist)
+            e.seed + EVAL_NOISE_SALT + EXTRA_NOISE_SALT + i, chunk, device, keep_samples=bool(needed), dist=dist,
+            quantize=e.quantize)
         if start < e.bank_rows():
             for k, f in more_feats.items():
                 extra[k].append(f)

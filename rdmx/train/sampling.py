@@ -42,8 +42,9 @@ def generate(generator, n: int, seed: int, chunk: int, device: torch.device,
 @torch.no_grad()
 def generate_features(generator, encoders: Mapping[str, torch.nn.Module], n: int, seed: int, chunk: int,
                       device: torch.device, *, keep_samples: bool = False, dist=None,
-                      cond: torch.Tensor | None = None):
-    """Every encoder's features (float32, CPU) of ``n`` samples from the fixed noise of ``seed``.
+                      cond: torch.Tensor | None = None, quantize: str = "none"):
+    """Every encoder's features (float32, CPU) of ``n`` samples from the fixed noise of ``seed``
+    (``quantize = "uint8"``: the samples rounded to 8-bit levels first, as saved images hold them).
 
     Each chunk of ``chunk`` samples is generated and encoded by every encoder at once, so no more
     than one chunk of images is ever alive (16,384 samples at 256 px would be 12.9 GB). Under
@@ -74,6 +75,8 @@ def generate_features(generator, encoders: Mapping[str, torch.nn.Module], n: int
     bad = torch.zeros((), dtype=torch.long, device=device)
     for s in range(0, my_noise.shape[0], chunk):
         x = generator(my_noise[s : s + chunk], None if my_cond is None else my_cond[s : s + chunk])
+        if quantize == "uint8":  # what a saved PNG / samples.npz holds: 8-bit levels of [0, 1]
+            x = (x.float().clamp(0, 1) * 255.0 + 0.5).floor() / 255.0
         bad += (~torch.isfinite(x.reshape(len(x), -1))).any(dim=1).sum()
         for k, enc in encoders.items():
             feats[k].append(enc(x).float())
