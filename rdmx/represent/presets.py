@@ -8,6 +8,7 @@ cache, or a plain directory). Loading helpers import torch lazily.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,37 +61,121 @@ def hf_offline() -> bool:
     )
 
 
-def hf_snapshots(repo: str) -> list[Path]:
-    """Snapshot folders of a cached hub repo, the ``refs/main`` one first."""
-    root = hf_hub_cache() / ("models--" + repo.replace("/", "--"))
-    snaps = root / "snapshots"
+def cached_revisions(repo: str) -> list[str]:
+    """Commits of a hub repo that have a snapshot in the local cache, newest first."""
+    snaps = hf_hub_cache() / ("models--" + repo.replace("/", "--")) / "snapshots"
     if not snaps.is_dir():
         return []
     found = sorted((p for p in snaps.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+    return [p.name for p in found]
+
+
+def hf_snapshots(repo: str) -> list[Path]:
+    """Snapshot folders of a cached hub repo, the ``refs/main`` one first."""
+    root = hf_hub_cache() / ("models--" + repo.replace("/", "--"))
     ref = root / "refs" / "main"
-    if ref.is_file():
-        main = snaps / ref.read_text().strip()
-        found = [main] + [p for p in found if p != main] if main.is_dir() else found
-    return found
+    main = ref.read_text().strip() if ref.is_file() else None
+    revs = cached_revisions(repo)
+    order = ([main] if main in revs else []) + [r for r in revs if r != main]
+    return [root / "snapshots" / r for r in order]
+
+
+def _commit_of(path: Path) -> str:
+    """The snapshot (commit) a cached file lies in: ``.../snapshots/<commit>/...``."""
+    parts = path.parts
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts else ""
+
+
+# -- pinned revisions ---------------------------------------------------------------------
+PINS_FILE = Path(__file__).with_name("pins.toml")
+PINS_ENV = "RDMX_WEIGHTS_PINS"
+
+
+def pins() -> dict[str, str]:
+    """Hub repo → pinned commit: rdmx's own pins (``rdmx/represent/pins.toml``), then a project's
+    lock file named by ``$RDMX_WEIGHTS_PINS`` on top (``rdmx weights pin`` writes one)."""
+    import tomllib
+
+    out: dict[str, str] = {}
+    for path in (PINS_FILE, os.environ.get(PINS_ENV)):
+        if not path or not Path(path).is_file():
+            continue
+        try:
+            table = tomllib.loads(Path(path).read_text()).get("pins", {})
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise RdmxError(f"{path}: not a TOML pins file ({exc})") from None
+        for repo, commit in table.items():
+            if not (isinstance(commit, str) and re.fullmatch(r"[0-9a-f]{40}", commit)):
+                raise RdmxError(f"{path}: pins.{repo!r} must be a 40-hex commit hash, not {commit!r}")
+            out[repo] = commit
+    return out
 
 
 # -- weight sources --------------------------------------------------------------------
 @dataclass(frozen=True)
 class HFSource:
-    """Files of a Hugging Face hub repo. Each entry of ``files`` is a tuple of alternatives."""
+    """Files of a Hugging Face hub repo. Each entry of ``files`` is a tuple of alternatives.
+
+    ``revision`` pins a commit (else rdmx's and the project's pins apply, see :func:`pins`); a
+    pinned source is found only in that commit's snapshot, so weights never change silently
+    under a recipe. Cache look-ups and downloads go through ``huggingface_hub``."""
 
     repo: str
     files: tuple[tuple[str, ...], ...]
     subfolder: str = ""
-    snapshot: bool = False  # fetch the whole repo (remote code, tokenizers)
+    snapshot: bool = False  # fetch every file under subfolder (remote code, tokenizers)
+    revision: str | None = None
 
-    def locate(self) -> tuple[Path, str] | None:
-        """(snapshot folder, revision) holding one alternative of every file, or None."""
-        for snap in hf_snapshots(self.repo):
-            base = snap / self.subfolder if self.subfolder else snap
-            if all(any((base / f).is_file() for f in alts) for alts in self.files):
-                return base, snap.name
+    def pinned(self) -> str | None:
+        return self.revision or pins().get(self.repo)
+
+    def _name(self, name: str) -> str:
+        return f"{self.subfolder}/{name}" if self.subfolder else name
+
+    def _cached(self, revision: str) -> tuple[Path | None, list[str]]:
+        """(the folder holding one alternative of every file at ``revision``, or None; the files missing)."""
+        from huggingface_hub import try_to_load_from_cache
+
+        base, missing = None, []
+        for alts in self.files:
+            hit = None
+            for name in alts:
+                got = try_to_load_from_cache(self.repo, self._name(name), cache_dir=hf_hub_cache(), revision=revision)
+                if isinstance(got, str):
+                    hit = Path(got)
+                    break
+            if hit is None:
+                missing.append(self._name(alts[0]))
+            else:
+                base = hit.parent
+        return (base if not missing else None), missing
+
+    def locate(self, pinned: bool = True) -> tuple[Path, str] | None:
+        """(snapshot folder, commit) holding one alternative of every file, or None: the pinned
+        commit's snapshot; unpinned (or ``pinned=False``), the ``refs/main`` one, else the newest
+        complete snapshot."""
+        pin = self.pinned() if pinned else None
+        if pin:
+            base, _ = self._cached(pin)
+            return (base, pin) if base is not None else None
+        for rev in ["main", *cached_revisions(self.repo)]:
+            base, _ = self._cached(rev)
+            if base is not None:
+                return base, _commit_of(base)
         return None
+
+    def diagnose(self) -> str:
+        """Why :meth:`locate` finds nothing: the pin absent, a partial snapshot, or no cache."""
+        pin, revs = self.pinned(), cached_revisions(self.repo)
+        if pin and pin not in revs:
+            others = f" (cached: {', '.join(r[:12] for r in revs)})" if revs else ""
+            return f"the pinned revision {pin[:12]} of {self.describe()} is not in the local cache{others}"
+        for rev in [pin] if pin else revs:
+            _, missing = self._cached(rev)
+            if missing:
+                return (f"{self.describe()} is cached only in part: snapshot {rev[:12]} lacks {', '.join(missing)} "
+                        f"(an interrupted download?)")
+        return f"{self.describe()} is not in the local cache"
 
     def file(self, alternatives: Sequence[str]) -> tuple[Path, str] | None:
         found = self.locate()
@@ -104,22 +189,26 @@ class HFSource:
 
     def describe(self) -> str:
         sub = f"/{self.subfolder}" if self.subfolder else ""
-        return f"hf://{self.repo}{sub}"
+        pin = self.pinned()
+        return f"hf://{self.repo}{sub}" + (f"@{pin[:12]}" if pin else "")
 
     def fetch(self) -> Path:
+        """Download into the hub cache (the hub's own progress bars): the pinned commit, else main."""
         from huggingface_hub import hf_hub_download, snapshot_download
 
+        rev, cache = self.pinned(), hf_hub_cache()
+        endpoint = os.environ.get("HF_ENDPOINT") or None  # read now (the hub library reads it at import)
         if self.snapshot:
-            allow = None
-            if self.subfolder:
-                allow = [f"{self.subfolder}/*"]
-            return Path(snapshot_download(self.repo, allow_patterns=allow, etag_timeout=10))
+            allow = [f"{self.subfolder}/*"] if self.subfolder else None
+            return Path(snapshot_download(self.repo, revision=rev, allow_patterns=allow, cache_dir=cache,
+                                          etag_timeout=10, endpoint=endpoint))
         last: Path | None = None
         for alts in self.files:
             err: Exception | None = None
             for name in alts:
                 try:
-                    last = Path(hf_hub_download(self.repo, name, subfolder=self.subfolder or None, etag_timeout=10))
+                    last = Path(hf_hub_download(self.repo, name, subfolder=self.subfolder or None, revision=rev,
+                                                cache_dir=cache, etag_timeout=10, endpoint=endpoint))
                     err = None
                     break
                 except Exception as exc:  # noqa: BLE001 - try the next alternative
@@ -130,14 +219,28 @@ class HFSource:
         return last.parent
 
 
+HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")  # torch.hub's convention: name-<sha256 prefix>.pth
+
+
 @dataclass(frozen=True)
 class URLSource:
-    """A file downloaded from a URL into a directory (``directory()`` is evaluated lazily)."""
+    """A file downloaded from a URL into a directory (``directory()`` is evaluated lazily).
+
+    ``sha256`` (or the prefix a torch.hub-style name carries, ``name-6726825d.pth``) is checked
+    after every download: a mismatch is refused and the file removed. Downloads show progress
+    and resume an interrupted transfer (HTTP Range)."""
 
     url: str
     directory: Callable[[], Path]
     filename: str
     unzip_check: tuple[str, ...] = ()  # when set: the URL is a zip; these paths must exist after unzip
+    sha256: str | None = None
+
+    def expected_hash(self) -> str | None:
+        if self.sha256:
+            return self.sha256.lower()
+        m = HASH_IN_NAME.search(self.filename)
+        return m.group(1) if m else None
 
     def locate(self) -> tuple[Path, str] | None:
         d = self.directory()
@@ -145,23 +248,24 @@ class URLSource:
             ok = all((d / p).exists() for p in self.unzip_check)
             return (d, "") if ok else None
         path = d / self.filename
-        return (path, "") if path.is_file() else None
+        return (path, "") if path.is_file() else None  # the revision: the file's own digest (resolve_weights)
+
+    def diagnose(self) -> str:
+        part = self.directory() / (self.filename + ".part")
+        if part.is_file():
+            return f"{self.url} was downloaded only in part ({part.stat().st_size:,} bytes in {part}; fetch resumes it)"
+        return f"{self.url} is not in the local cache ({self.directory() / self.filename})"
 
     def describe(self) -> str:
         return f"{self.url} -> {self.directory() / self.filename}"
 
     def fetch(self) -> Path:
-        import urllib.request
         import zipfile
 
+        from rdmx.represent.download import download
+
         d = self.directory()
-        d.mkdir(parents=True, exist_ok=True)
-        dest = d / self.filename
-        tmp = dest.with_suffix(dest.suffix + ".part")
-        with urllib.request.urlopen(self.url, timeout=20) as r, open(tmp, "wb") as f:  # noqa: S310
-            while chunk := r.read(1 << 20):
-                f.write(chunk)
-        tmp.replace(dest)
+        dest = download(self.url, d / self.filename, self.expected_hash())
         if self.unzip_check:
             with zipfile.ZipFile(dest) as z:
                 z.extractall(d)
@@ -188,10 +292,9 @@ def pretrained_meta(sources: Sequence[Source], modality: str = "image") -> dict:
 
 
 def missing_error(preset: str, checkpoint: str, sources: Sequence[Source]) -> WeightsMissingError:
-    where = "; ".join(s.describe() for s in sources if s.locate() is None) or "local cache"
+    where = "; ".join(s.diagnose() for s in sources if s.locate() is None) or "local cache"
     return WeightsMissingError(
-        f"encoder '{preset}': pretrained weights for {checkpoint} are not in the local cache "
-        f"({where}). Run `rdmx weights fetch {preset}` on a machine with network access, or set "
+        f"encoder '{preset}': pretrained weights for {checkpoint} are missing: {where}. Run `rdmx weights fetch {preset}` on a machine with network access, or set "
         f"weights = \"<path to a weights file>\" (or \"random\")."
     )
 

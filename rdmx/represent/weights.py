@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from rdmx.errors import RdmxError, close_matches
 from rdmx.registry import Registry
@@ -27,10 +28,20 @@ class WeightStatus:
     where: str
     kind: str = "encoders"
     path: str = ""  # where the first source lies in the local cache (when cached)
+    revision: str = ""  # the cached commit (hub) or the known sha256 (URL) of the first source
+    pinned: str = ""  # the commit the first source is pinned to ("" when unpinned)
+    detail: str = ""  # why it is missing (a pin not cached, a partial snapshot, ...)
 
     @property
     def label(self) -> str:
         return {True: "cached", False: "missing", None: "n/a"}[self.available]
+
+    @property
+    def revision_label(self) -> str:
+        """``pinned abc123 (cached)``, ``unpinned, cached abc123``, ``-``."""
+        if self.pinned:
+            return f"pinned {self.pinned[:12]} ({'cached' if self.available else 'not cached'})"
+        return f"unpinned, cached {self.revision[:12]}" if self.revision else "-"
 
 
 def _registries(registry: Registry | Sequence[Registry] | None = None) -> list[Registry]:
@@ -56,8 +67,11 @@ def status(registry: Registry | Sequence[Registry] | None = None) -> list[Weight
                 avail = False
             where = "; ".join(s.describe() for s in sources)
             located = sources[0].locate() if avail else None
+            pinned = sources[0].pinned() if sources and isinstance(sources[0], HFSource) else None
+            detail = "; ".join(s.diagnose() for s in sources if s.locate() is None) if sources and not avail else ""
             out.append(WeightStatus(e.name, e.plugin, str(e.meta.get("checkpoint", "")), avail, where, reg.kind,
-                                    str(located[0]) if located else ""))
+                                    str(located[0]) if located else "", located[1] if located else "",
+                                    pinned or "", detail))
     return out
 
 
@@ -99,3 +113,40 @@ def fetch(names: list[str], registry: Registry | Sequence[Registry] | None = Non
                 ) from exc
         done.extend(s for s in status(regs) if s.name == e.name and s.kind == e.kind)
     return done
+
+
+def pin(names: list[str], file: str | Path, registry: Registry | Sequence[Registry] | None = None,
+        online: bool = False) -> dict[str, str]:
+    """Pin the hub sources of the named components in the TOML pins file ``file`` (merged with
+    what it holds): the cached commit, or with ``online`` the hub's current ``main`` commit."""
+    import tomllib
+
+    import tomli_w
+
+    from rdmx.files import atomic_write_text
+
+    file = Path(file)
+    table: dict[str, str] = {}
+    if file.is_file():
+        try:
+            table = dict(tomllib.loads(file.read_text()).get("pins", {}))
+        except tomllib.TOMLDecodeError as exc:
+            raise RdmxError(f"{file}: not a TOML pins file ({exc})") from None
+    added: dict[str, str] = {}
+    for e in _entries(names, _registries(registry)):
+        for src in e.meta.get("weights_sources") or ():
+            if not isinstance(src, HFSource):
+                continue
+            if online:
+                from huggingface_hub import HfApi
+
+                commit = HfApi().model_info(src.repo, revision="main").sha
+            else:
+                found = src.locate(pinned=False)
+                if found is None:
+                    raise RdmxError(f"weights pin: {src.describe()} ({e.kind[:-1]} '{e.name}') is not in the local "
+                                    f"cache; fetch it first (rdmx weights fetch {e.name}) or pin from the hub (--online)")
+                commit = found[1]
+            added[src.repo] = table[src.repo] = commit
+    atomic_write_text(file, tomli_w.dumps({"pins": dict(sorted(table.items()))}))
+    return added
