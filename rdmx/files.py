@@ -359,6 +359,20 @@ def load_torch(path: str | Path, *, what: str = "", remedy: str = "", verify: bo
     return {k: v for k, v in obj.items() if k != SEAL_KEY}
 
 
+def ensure_writable(folder: str | Path, what: str, remedy: str) -> Path:
+    """Create ``folder`` and write a probe file in it, or raise one line: ``what: cannot write
+    ... in FOLDER (reason); remedy``."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".rdmx-write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise RdmxError(f"{what} in {folder} ({exc.strerror or exc}); {remedy}") from None
+    return folder
+
+
 class FolderLock:
     """An exclusive lock on a folder (``<folder>/.lock``, holding the owner's PID) for as long as a
     run uses it, through ``filelock``; the operating system releases it when the process ends,

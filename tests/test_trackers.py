@@ -114,3 +114,22 @@ def test_run_ids_of_several_trackers_round_trip():
     assert split_ids(join_ids({"mlflow": "ab12", "wandb": "x9"}), names) == {"mlflow": "ab12", "wandb": "x9"}
     assert split_ids("ab12", names) == {"mlflow": "ab12", "wandb": None}  # a run tracked by one before
     assert join_ids({"mlflow": None, "wandb": None}) is None
+
+
+def test_a_resumed_run_continues_its_event_folder_with_each_step_once(tmp_path, monkeypatch):
+    from tests.test_run_history import kill_at
+
+    r = recipe(tmp_path, "tracking.backend=tensorboard", "train.steps=5", "train.checkpoint_every=2",
+               "train.sample_every=0")
+    straight = tmp_path / "straight"
+    run_recipe(r, straight, progress=False)
+    kill_at(monkeypatch, 3)  # steps 1-3 logged, the checkpoint at step 2: step 3 runs again on resume
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(r, tmp_path / "b", progress=False)
+    resumed = run_recipe(r, tmp_path / "b", progress=False)
+    assert resumed["run_id"] == str((tmp_path / "b" / "tensorboard").resolve())
+    acc, ref = events(tmp_path / "b" / "tensorboard"), events(straight / "tensorboard")
+    steps = [e.step for e in acc.Scalars("loss")]
+    assert steps == [1, 2, 3, 4, 5]  # one event file per process, no step twice
+    assert len(list((tmp_path / "b" / "tensorboard").glob("events.out.tfevents.*"))) == 2
+    assert [e.value for e in acc.Scalars("loss")] == [e.value for e in ref.Scalars("loss")]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rdmx.errors import RdmxError
+from rdmx.files import ensure_writable
 from rdmx.track.base import Tracker, flatten
 
 TEXT_SUFFIXES = {".toml", ".json", ".md", ".txt", ".yaml", ".yml", ".log"}
@@ -23,15 +24,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
 def _writable(folder: Path) -> Path:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".rdmx-write-probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise RdmxError(f"tensorboard: cannot write event files in {folder} ({exc.strerror or exc}); set "
-                        f"tracking.logdir to a writable folder") from None
-    return folder
+    return ensure_writable(folder, "tensorboard: cannot write event files", "set tracking.logdir to a writable folder")
 
 
 def params_markdown(params: Mapping[str, Any]) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rdmx.errors import RdmxError
+from rdmx.files import ensure_writable
 from rdmx.track.base import Tracker, flatten
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -27,17 +28,6 @@ def new_id() -> str:
     import string
 
     return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
-
-
-def _writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".rdmx-write-probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise RdmxError(f"wandb: cannot write its files in {folder} ({exc.strerror or exc}); set "
-                        f"tracking.dir (or $WANDB_DIR) to a writable folder") from None
 
 
 class WandbTracker(Tracker):
@@ -62,7 +52,7 @@ class WandbTracker(Tracker):
     def start(self, run_name, params, tags=None, run_id=None, nested=False):
         wandb, c = self.wandb, self.config
         folder = Path(c.dir or os.environ.get("WANDB_DIR") or ".").expanduser()
-        _writable(folder)
+        ensure_writable(folder, "wandb: cannot write its files", "set tracking.dir (or $WANDB_DIR) to a writable folder")
         tags = dict(tags or {})
         group = c.group or (self._runs[-1].name if nested and self._runs else None) or tags.get("mlflow.parentRunId")
         labels = list(c.tags) + [f"{k.removeprefix('rdmx.')}:{v}"[:MAX_TAG] for k, v in tags.items()
