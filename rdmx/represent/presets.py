@@ -257,7 +257,8 @@ class URLSource:
         return f"{self.url} is not in the local cache ({self.directory() / self.filename})"
 
     def describe(self) -> str:
-        return f"{self.url} -> {self.directory() / self.filename}"
+        check = "" if self.expected_hash() else " (no published sha256: unverified)"
+        return f"{self.url} -> {self.directory() / self.filename}{check}"
 
     def fetch(self) -> Path:
         import zipfile
