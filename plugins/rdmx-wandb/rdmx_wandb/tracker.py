@@ -58,15 +58,25 @@ class WandbTracker(Tracker):
         labels = list(c.tags) + [f"{k.removeprefix('rdmx.')}:{v}"[:MAX_TAG] for k, v in tags.items()
                                  if k.startswith("rdmx.")]
         settings = wandb.Settings(x_disable_stats=not c.system_metrics, console="off", silent=True)
-        run = wandb.init(
+        try:
+            run = self._init(folder, group, labels, settings, run_name, params, tags, run_id)
+        except Exception as exc:  # noqa: BLE001 - a missing login is the common case: say what to do
+            if "API key" in str(exc):
+                raise RdmxError("wandb: no API key configured; run `wandb login`, or set tracking.mode = "
+                                "\"offline\" (no network; `wandb sync` later)") from None
+            raise
+        self._runs.append(run)
+        self.step = max(0, run.starting_step - 1) if run.resumed else 0
+        return run.id
+
+    def _init(self, folder, group, labels, settings, run_name, params, tags, run_id):
+        wandb, c = self.wandb, self.config
+        return wandb.init(
             project=c.project, entity=c.entity, dir=str(folder), mode=c.mode, group=group, tags=labels,
             id=run_id or new_id(), name=None if run_id else run_name, resume="allow",
             config={**dict(params or {}), "rdmx_tags": tags} if run_id is None else None,
             reinit="create_new", settings=settings,
         )
-        self._runs.append(run)
-        self.step = max(0, run.starting_step - 1) if run.resumed else 0
-        return run.id
 
     def log_metrics(self, metrics, step):
         self.run.log({k: float(v) for k, v in metrics.items()}, step=int(step))

@@ -62,3 +62,15 @@ def test_a_wandb_folder_that_cannot_be_written_is_one_line_and_the_run_goes_on(t
     assert len(lines) == 1 and f"cannot write its files in {blocked}" in lines[0], lines
     assert summary["trained"] and summary["run_id"] is None
     assert (out / "metrics.jsonl").is_file()
+
+
+def test_online_without_a_login_is_one_line_saying_what_to_do(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    for var in ("WANDB_API_KEY", "WANDB_MODE"):
+        monkeypatch.delenv(var, raising=False)
+    r = load_recipe(QUICK, [*TINY, f"reference.cache_dir={json.dumps(str(tmp_path / 'cache'))}", "train.steps=1",
+                            "tracking.backend=wandb", f"tracking.dir={json.dumps(str(tmp_path))}"])
+    summary = run_recipe(r, tmp_path / "o", progress=False)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "tracking" in ln]
+    assert len(lines) == 1 and "no API key configured; run `wandb login`, or set tracking.mode" in lines[0], lines
+    assert summary["trained"]
