@@ -171,3 +171,16 @@ def test_a_bad_pins_file_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv("RDMX_WEIGHTS_PINS", str(pins))
     with pytest.raises(RdmxError, match=r"pins.toml: pins.'org/model' must be a 40-hex commit hash, not 'main'"):
         HFSource("org/model", (("config.json",),)).locate()
+
+
+def test_weights_list_says_how_each_source_is_checked(cache, server):
+    hashed = URLSource(f"{server}/good.pth", lambda: cache / "dl", f"good-{SHA[:8]}.pth")
+    plain = URLSource(f"{server}/good.pth", lambda: cache / "dl", "plain.pth")
+    reg = Registry("encoders")
+    for name, src in (("hashed", hashed), ("plain", plain)):
+        reg.add(Entry("encoders", name, lambda c: None, EmptyConfig, "", "test-plugin", "0",
+                      {"checkpoint": name, "weights_sources": (src,), "weights_available": availability((src,))}))
+    got = {s.name: s for s in weights.fetch(["hashed", "plain"], reg)}
+    assert got["hashed"].revision_label == f"sha256 {SHA[:8]}" and got["plain"].revision_label == "no published sha256"
+    assert (cache / "dl" / f"good-{SHA[:8]}.pth").read_bytes() == PAYLOAD
+    assert "(no published sha256: unverified)" in plain.describe() and "unverified" not in hashed.describe()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rdmx.errors import RdmxError, close_matches
 from rdmx.registry import Registry
-from rdmx.represent.presets import HFSource, hf_offline
+from rdmx.represent.presets import HFSource, URLSource, hf_offline
 
 WEIGHT_KINDS = ("encoders", "generators", "metrics")  # the kinds whose components can have pretrained weights
 
@@ -31,6 +31,7 @@ class WeightStatus:
     revision: str = ""  # the cached commit (hub) or the known sha256 (URL) of the first source
     pinned: str = ""  # the commit the first source is pinned to ("" when unpinned)
     detail: str = ""  # why it is missing (a pin not cached, a partial snapshot, ...)
+    sha256: str | None = None  # a URL source's expected sha256 (or prefix); "" when none is published
 
     @property
     def label(self) -> str:
@@ -41,7 +42,11 @@ class WeightStatus:
         """``pinned abc123 (cached)``, ``unpinned, cached abc123``, ``-``."""
         if self.pinned:
             return f"pinned {self.pinned[:12]} ({'cached' if self.available else 'not cached'})"
-        return f"unpinned, cached {self.revision[:12]}" if self.revision else "-"
+        if self.sha256 is not None:  # a URL source: checked by its hash, or not
+            return f"sha256 {self.sha256[:12]}" if self.sha256 else "no published sha256"
+        if self.available is None:
+            return "-"
+        return f"unpinned, cached {self.revision[:12]}" if self.revision else "unpinned"
 
 
 def _registries(registry: Registry | Sequence[Registry] | None = None) -> list[Registry]:
@@ -71,7 +76,9 @@ def status(registry: Registry | Sequence[Registry] | None = None) -> list[Weight
             detail = "; ".join(s.diagnose() for s in sources if s.locate() is None) if sources and not avail else ""
             out.append(WeightStatus(e.name, e.plugin, str(e.meta.get("checkpoint", "")), avail, where, reg.kind,
                                     str(located[0]) if located else "", located[1] if located else "",
-                                    pinned or "", detail))
+                                    pinned or "", detail,
+                                    (sources[0].expected_hash() or "") if sources and isinstance(sources[0], URLSource)
+                                    else None))
     return out
 
 
