@@ -233,3 +233,25 @@ def test_a_wall_clock_budget_ends_a_run_and_a_larger_one_continues_it(tmp_path):
     more = run_recipe(tiny(tmp_path, "train.steps=4"), tmp_path / "b", progress=False)
     assert not more["stopped_by_budget"] and more["steps_done"] == 4
     assert more["final"] == straight["final"] and more["final_loss"] == straight["final_loss"]
+
+
+def test_a_run_does_not_resume_on_encoder_weights_that_moved(tmp_path, monkeypatch):
+    """Weights that moved upstream (a newer snapshot in the cache) must not change a run's objective
+    silently: the checkpoint records every encoder's fingerprint and weights revision."""
+    from rdmx.builtin import encoders
+
+    run_recipe(tiny(tmp_path, "train.steps=2"), tmp_path / "o", progress=False)
+    init = encoders.ToyConvEncoder.__init__
+
+    def moved(self, config):
+        init(self, config)
+        if config.seed == 1:  # conv-a: its weights now come from another revision
+            self.spec = self.spec.with_(revision="b" * 40)
+
+    monkeypatch.setattr(encoders.ToyConvEncoder, "__init__", moved)
+    with pytest.raises(RdmxError, match=r"encoder 'conv-a' \(toy-conv-w32-d3\) is not the one this run started with: "
+                                        r"its weights are now revision bbbbbbbbbbbb, the run started with \(none\); "
+                                        r"pin that one .* or start over with --fresh"):
+        run_recipe(tiny(tmp_path, "train.steps=3"), tmp_path / "o", progress=False)
+    monkeypatch.setattr(encoders.ToyConvEncoder, "__init__", init)
+    assert run_recipe(tiny(tmp_path, "train.steps=3"), tmp_path / "o", progress=False)["steps"] == 3

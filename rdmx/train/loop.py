@@ -293,7 +293,8 @@ class Trainer:
                          self.state.wall_s + time.perf_counter() - self._t0, self.loop_seconds())
         small = {"fingerprint": self.resolved.fingerprint, "run_id": self.tracker.run_id, "sharded": self.sharded,
                  "balancer": self.c.balancer.state_dict(),
-                 "extra": {"state": state.to_dict(), "micro_batch": self.micro_batch},
+                 "extra": {"state": state.to_dict(), "micro_batch": self.micro_batch,
+                           "encoders": self.encoder_weights()},
                  "ema": self.ema.small_state() if self.ema is not None else None}
         self._saved_at = time.perf_counter()
         return self.checkpointer.save(step, self.training_state(), small, block=block)
@@ -395,12 +396,36 @@ class Trainer:
                 ckpt = open_checkpoint(found, self.resolved.fingerprint, verify=False)
         if ckpt is None:
             return 0
+        self._check_encoders(ckpt)
         if ckpt.legacy is not None:
             self._restore_legacy(ckpt)
         else:
             self._restore(ckpt)
         self.state = RunState.from_dict(ckpt.extra.get("state", {}))
         return ckpt.step
+
+    def encoder_weights(self) -> dict[str, dict[str, str]]:
+        """Every encoder's fingerprint and the weights it loaded (a hub commit or a file's digest)."""
+        return {name: {"fingerprint": enc.spec.fingerprint(), "checkpoint": enc.spec.checkpoint,
+                       "revision": enc.spec.revision}
+                for name, enc in self.c.encoders.items() if hasattr(enc, "spec")}
+
+    def _check_encoders(self, ckpt: Checkpoint) -> None:
+        """Refuse to resume with encoders other than those the run started with: weights that moved
+        upstream (a newer snapshot in the cache) would silently change the objective mid-run."""
+        then = ckpt.extra.get("encoders") or {}
+        for name, now in self.encoder_weights().items():
+            old = then.get(name)
+            if old is None or old["fingerprint"] == now["fingerprint"]:
+                continue
+            if old["revision"] != now["revision"]:
+                what = (f"its weights are now revision {now['revision'][:12] or '(none)'}, the run started with "
+                        f"{old['revision'][:12] or '(none)'}; pin that one (rdmx weights pin, RDMX_WEIGHTS_PINS) to "
+                        f"go on")
+            else:
+                what = "its fingerprint changed (its code or settings)"
+            raise RdmxError(f"{ckpt.path}: encoder '{name}' ({now['checkpoint']}) is not the one this run started "
+                            f"with: {what}, or start over with --fresh")
 
     def _restore(self, ckpt: Checkpoint) -> None:
         """The sharded format: every rank verifies a share of the files and reads its own shards
