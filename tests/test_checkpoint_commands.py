@@ -105,6 +105,8 @@ def test_eval_json_records_its_protocol_and_compare_refuses_a_different_one(trai
         {k: e.spec.fingerprint() for k, e in comp.encoders.items()}
     assert proto["encoders"]["conv-a"]["resize"] == f"{comp.encoders['conv-a'].spec.resize} antialias" and proto["encoders"]["conv-a"]["role"] == "train"
     assert proto["data"]["fingerprint"] == comp.data.fingerprint() and proto["reference_rows"] == "random"
+    fp = comp.encoders["conv-a"].spec.fingerprint()
+    assert [b.split("-")[0] for b in proto["encoders"]["conv-a"]["banks"]] == [fp, fp]  # train and val
     assert proto["versions"]["torch"] == __import__("importlib.metadata").metadata.version("torch")
     # same protocol: side by side, the numbers as each file holds them
     res = rdmx("compare-evals", str(a), str(base), "--json", cwd=tmp)

@@ -49,6 +49,9 @@ def test_versions_are_reported_never_refused():
     assert protocol_differences(a, b) == []
     c = {**b, "encoders": {"x": {"fingerprint": "f2"}}}
     assert protocol_differences(a, c) == [("encoders.x.fingerprint", "f1", "f2")]
+    # what caused the rest comes first (the sample count, before the banks it sized)
+    d = {**c, "n": 48, "data": {"fingerprint": "d"}}
+    assert [k for k, _, _ in protocol_differences(a, d)] == ["n", "data.fingerprint", "encoders.x.fingerprint"]
 
 
 def test_files_that_cannot_be_compared_are_named(tmp_path):

@@ -19,6 +19,8 @@ from rdmx.errors import RdmxError
 from rdmx.track.base import flatten
 
 PROTOCOL_VERSION = 1
+ORDER = ("version", "n", "mmd_n", "seed", "directions", "suite", "quantize", "rff", "precision", "data",
+         "reference_rows", "metrics", "prompts", "class_prompts", "text_joint", "encoders")
 INFORMATIONAL = ("versions.",)  # recorded, never a reason to refuse a comparison
 NOT_PROTOCOL = frozenset({"cache_dir", "device", "batch_size", "workers"})  # metric options that leave values as they are
 LIBRARIES = ("torch", "torchvision", "timm", "open_clip_torch", "transformers", "diffusers", "numpy", "scipy")
@@ -46,6 +48,13 @@ def encoder_record(encoder: Any, role: str) -> dict[str, Any]:
             "dtype": spec.dtype, "preset_version": spec.preset_version}
 
 
+def banks(built: Any) -> list[str]:
+    """The real sets an encoder was compared against: its evaluation banks' file names, which
+    name the encoder and data fingerprints, split, rows and seed (never a machine's paths)."""
+    paths = getattr(built, "paths", None) or {}
+    return sorted(p.name for k, p in paths.items() if k.endswith(("_bank", "_first")))
+
+
 def eval_protocol(recipe: Any, eval_config: Any, encoders: Mapping[str, Any], roles: Mapping[str, str],
                   refs: Mapping[str, Any], settings: Mapping[str, Any], metric_blocks: list[dict[str, Any]],
                   **more: Any) -> dict[str, Any]:
@@ -64,7 +73,8 @@ def eval_protocol(recipe: Any, eval_config: Any, encoders: Mapping[str, Any], ro
         "precision": settings.get("precision"),
         "data": {"name": recipe.data.name, "fingerprint": data[0] if len(data) == 1 else data},
         "reference_rows": recipe.reference.rows,
-        "encoders": {name: encoder_record(enc, roles[name]) for name, enc in encoders.items()},
+        "encoders": {name: {**encoder_record(enc, roles[name]), "banks": banks(refs.get(name))}
+                     for name, enc in encoders.items()},
         "metrics": metric_blocks,
         **more,
         "versions": library_versions(),
@@ -72,10 +82,14 @@ def eval_protocol(recipe: Any, eval_config: Any, encoders: Mapping[str, Any], ro
 
 
 def protocol_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
-    """(field, value in a, value in b) of every protocol field that differs, informational ones
-    (``versions``) apart."""
+    """(field, value in a, value in b) of every protocol field that differs, in the protocol's
+    order, informational ones (``versions``) apart."""
     fa, fb = flatten(dict(a)), flatten(dict(b))
-    keys = sorted(set(fa) | set(fb))
+    def rank(key: str) -> tuple[int, str]:  # counts and seed before what follows from them (files are key-sorted)
+        top = key.split(".", 1)[0]
+        return (ORDER.index(top) if top in ORDER else len(ORDER), key)
+
+    keys = sorted(set(fa) | set(fb), key=rank)
     return [(k, fa.get(k), fb.get(k)) for k in keys
             if fa.get(k) != fb.get(k) and not k.startswith(INFORMATIONAL)]
 
