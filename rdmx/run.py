@@ -301,6 +301,8 @@ def run_recipe(resolved: ResolvedRecipe, out: Path | None = None, progress: bool
         done = finished_sweep(resolved, out, cells) if resume else None
         if done is not None:
             return done
+        if main:
+            tracker.attach_folder(out)  # the sweep's own run (figures) lives in the sweep's folder
         parent = tracker.start(f"{resolved.recipe.name}-sweep-{resolved.fingerprint[:8]}", {"sweep": json.dumps(resolved.recipe.sweep)},
                                tags={"rdmx.fingerprint": resolved.fingerprint, "rdmx.sweep": "parent"})
         results = []

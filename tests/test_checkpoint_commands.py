@@ -67,7 +67,7 @@ def test_spiral_sweep_smoke_writes_cells_figure_and_table(tmp_path):
     sweep = ('sweep={"train.batch" = [8, 32], estimator = [{name = "mmd-nystrom", landmarks = 64, kmeans_iters = 0, '
              'scales = [0.2, 0.8]}, {name = "sw", projections = 50, bank = 500}]}')
     res = rdmx("run", str(ROOT / "recipes/spiral_fig3.toml"), "--set", "train.steps=20", "--set", sweep,
-               "--set", "eval.n=500", "--set", "tracking.backend=none", "--set",
+               "--set", "eval.n=500", "--set", "tracking.backend=tensorboard", "--set",
                f"reference.cache_dir={json.dumps(str(tmp_path / 'cache'))}", "--out", str(tmp_path / "sw"),
                "--no-progress", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -81,6 +81,16 @@ def test_spiral_sweep_smoke_writes_cells_figure_and_table(tmp_path):
     table = (tmp_path / "sw" / "table.md").read_text()
     assert "mmd-nystrom" in table and "| 32 |" in table
     assert "rdmx (paper)" in table and "(0.98 / 0.158)" in table and "(1.00 / 0.054)" in table  # paper beside rdmx
+    # TensorBoard: the sweep's own run (its figure) in the sweep's folder, each cell's in the cell's
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    parent = EventAccumulator(str(tmp_path / "sw" / "tensorboard"))
+    parent.Reload()
+    assert "figure" in parent.Tags()["images"]
+    for i in range(4):
+        cell = EventAccumulator(str(tmp_path / "sw" / f"cell-{i:03d}" / "tensorboard"))
+        cell.Reload()
+        assert "loss" in cell.Tags()["scalars"]
 
 
 def test_eval_json_records_its_protocol_and_compare_refuses_a_different_one(trained):

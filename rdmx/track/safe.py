@@ -128,6 +128,10 @@ class SafeTracker(Tracker):
         ``resume_step`` (the checkpoint's step; None: the run starts over and keeps none)."""
         self.local = LocalMetrics(Path(out) / "metrics.jsonl")
         self.local.rewind(resume_step)
+        self.attach_folder(out)
+
+    def attach_folder(self, out: Path) -> None:
+        """Tell the tracker the next run's folder (TensorBoard writes its events there)."""
         self._call("using the run folder", lambda: self.inner.use_folder(Path(out)))
 
     @property

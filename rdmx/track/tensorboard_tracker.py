@@ -95,6 +95,7 @@ class TensorBoardTracker(Tracker):
         path = Path(path)
         tag = f"{subdir}/{path.stem}" if subdir else path.name
         if path.suffix.lower() in IMAGE_SUFFIXES:
+            tag = tag.rsplit(".", 1)[0] if not subdir else tag  # an image is named without its suffix
             import numpy as np
             from PIL import Image
 
